@@ -1,0 +1,266 @@
+"""Label files of a dataset: the SPEC 3 CSV, ``classes.txt`` and the frame-store path of a video.
+
+A dataset root looks like::
+
+    <root>/jpg/<label>/<video_id>/frames.db
+    <root>/labels/<name>.csv        # label,video_id,time_start,time_end,split
+    <root>/classes.txt              # one class per line, sorted; class index = line position (0-based)
+
+Labels and video ids are used verbatim as folder names (Kinetics names with spaces, parentheses and
+apostrophes are fine on every common filesystem); only names that could leave ``<root>/jpg`` or that no
+filesystem accepts (path separators, ``.``/``..``, NUL, empty) are rejected.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("label", "video_id", "time_start", "time_end", "split")
+SPLITS = ("train", "val", "test")
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv"})
+
+
+class LabelError(ValueError):
+    """A label file, class list or video id is malformed; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled video (or a trimmed part of a source video) of a dataset."""
+
+    video_id: str
+    label: str
+    split: str
+    time_start: float | None = None
+    time_end: float | None = None
+
+
+def check_name(name: str, what: str, where: str = "") -> str:
+    """Return `name` if it can be one path component under the root, else raise `LabelError`.
+
+    `what` ("label" or "video id") and `where` ("file.csv:12") only make the message precise.
+    """
+    prefix = f"{where}: " if where else ""
+    if not name or not name.strip():
+        raise LabelError(f"{prefix}empty {what}")
+    if any(c in name for c in "\n\r"):
+        raise LabelError(f"{prefix}{what} {name!r} contains a line break")
+    if name in (".", "..") or "/" in name or "\\" in name or "\0" in name or os.path.isabs(name):
+        raise LabelError(f"{prefix}{what} {name!r} is not a plain folder name (it would escape the dataset root)")
+    if name != name.strip():
+        raise LabelError(f"{prefix}{what} {name!r} has leading or trailing spaces")
+    return name
+
+
+def safe_video_dir(root: str | os.PathLike, label: str, video_id: str, where: str = "") -> Path:
+    """Path ``<root>/jpg/<label>/<video_id>`` after checking that neither part leaves the root.
+
+    Raises `LabelError` (a `ValueError`) naming `where` (e.g. ``labels/all.csv:7``) for ``..``, absolute
+    paths, path separators or empty names.
+    """
+    check_name(label, "label", where)
+    check_name(video_id, "video id", where)
+    base = Path(root) / "jpg"
+    path = base / label / video_id
+    # Belt and braces: the component checks above already exclude every escape we know of.
+    if os.path.commonpath([os.path.abspath(base), os.path.abspath(path)]) != os.path.abspath(base):
+        raise LabelError(f"{where + ': ' if where else ''}video {label}/{video_id} escapes {base}")
+    return path
+
+
+def _parse_time(text: str, column: str, where: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise LabelError(f"{where}: {column} {text!r} is not a number") from None
+    if value != value or value < 0:  # NaN or negative
+        raise LabelError(f"{where}: {column} {text!r} must be a non-negative number")
+    return value
+
+
+def _format_time(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def read_labels(csv_path: str | os.PathLike) -> list[Sample]:
+    """Read a SPEC 3 label CSV (header ``label,video_id,time_start,time_end,split``; times may be empty).
+
+    Every row is checked (known split, safe label and video id, numeric times); errors name ``file:line``.
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise LabelError(f"{path}: label file not found")
+    samples: list[Sample] = []
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in ("label", "video_id", "split") if c not in header]
+        if missing:
+            hint = " (an official Kinetics csv? convert it with `python -m tools.make_labels kinetics`)" \
+                if "youtube_id" in header else ""
+            raise LabelError(f"{path}:1: header {header} lacks column(s) {missing}; expected {','.join(COLUMNS)}{hint}")
+        reader.fieldnames = header
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in row or any(row.get(c) is None for c in ("label", "video_id", "split")):
+                raise LabelError(f"{where}: expected {len(header)} fields")
+            split = row["split"].strip()
+            if split not in SPLITS:
+                raise LabelError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+            label, video_id = row["label"], row["video_id"]
+            check_name(label, "label", where)
+            check_name(video_id, "video id", where)
+            samples.append(Sample(
+                video_id=video_id, label=label, split=split,
+                time_start=_parse_time(row.get("time_start") or "", "time_start", where),
+                time_end=_parse_time(row.get("time_end") or "", "time_end", where)))
+    return samples
+
+
+def write_labels(csv_path: str | os.PathLike, samples: Iterable[Sample]) -> int:
+    """Write `samples` as a SPEC 3 CSV (atomically: temp file then rename). Returns the row count."""
+    path = Path(csv_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for s in samples:
+            where = f"{path} row {n + 1}"
+            check_name(s.label, "label", where)
+            check_name(s.video_id, "video id", where)
+            if s.split not in SPLITS:
+                raise LabelError(f"{where}: split {s.split!r} is not one of {', '.join(SPLITS)}")
+            writer.writerow([s.label, s.video_id, _format_time(s.time_start), _format_time(s.time_end), s.split])
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """Read ``classes.txt``: one class per line (blank lines ignored); index = position. Duplicates are an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise LabelError(f"{path}: class list not found")
+    classes: list[str] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            name = line.rstrip("\r\n")
+            if not name.strip():
+                continue
+            check_name(name, "class", f"{path}:{line_no}")
+            if name in seen:
+                raise LabelError(f"{path}:{line_no}: class {name!r} repeats line {seen[name]}")
+            seen[name] = line_no
+            classes.append(name)
+    if not classes:
+        raise LabelError(f"{path}: class list is empty")
+    return classes
+
+
+def write_classes(path: str | os.PathLike, classes: Iterable[str]) -> None:
+    """Write ``classes.txt`` in the given order (builders pass ``sorted(...)``), atomically."""
+    classes = list(classes)
+    if len(set(classes)) != len(classes):
+        raise LabelError(f"{path}: duplicate class names")
+    for c in classes:
+        check_name(c, "class", str(path))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(c + "\n" for c in classes), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def classes_of(samples: Iterable[Sample]) -> list[str]:
+    """The sorted list of distinct labels: the class order every run uses."""
+    return sorted({s.label for s in samples})
+
+
+def _stable_rank(seed: int, label: str, video_id: str) -> bytes:
+    return hashlib.sha1(f"{seed}\0{label}\0{video_id}".encode()).digest()
+
+
+def assign_val_split(samples: Iterable[Sample], val_fraction: float, seed: int = 0) -> list[Sample]:
+    """Mark ``round(val_fraction * n)`` videos of every class as ``val`` (at least one if the class has two or more
+    and the fraction is positive), the rest ``train``.
+
+    The choice depends only on (seed, label, video id), so it does not change with file order or platform.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    by_class: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_class.setdefault(s.label, []).append(s)
+    val_ids: set[tuple[str, str]] = set()
+    for label, items in by_class.items():
+        n_val = round(val_fraction * len(items))
+        if val_fraction > 0 and n_val == 0 and len(items) >= 2:
+            n_val = 1
+        n_val = min(n_val, len(items) - 1)
+        ranked = sorted(items, key=lambda s: _stable_rank(seed, s.label, s.video_id))
+        val_ids.update((s.label, s.video_id) for s in ranked[:n_val])
+    out = []
+    for items in by_class.values():
+        for s in items:
+            split = "val" if (s.label, s.video_id) in val_ids else "train"
+            out.append(Sample(s.video_id, s.label, split, s.time_start, s.time_end))
+    return sorted(out, key=lambda s: (s.label, s.video_id))
+
+
+def folder_samples(path: str | os.PathLike, val_fraction: float = 0.0, seed: int = 0,
+                   extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Sample]:
+    """Samples of a folder dataset, sorted by (label, video_id).
+
+    `path` is either a video folder ``<path>/<class>/<video file>`` (video id = file stem; files with other
+    extensions are ignored) or a dataset root with ``<path>/jpg/<class>/<video_id>/`` (every video folder).
+    Hidden entries are ignored. Splits are ``train`` / ``val`` as by `assign_val_split`.
+    Raises `LabelError` if no video is found or two files of a class share a stem.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise LabelError(f"{path}: not a folder")
+    store = path / "jpg"
+    from_store = store.is_dir()
+    top = store if from_store else path
+    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+    samples: list[Sample] = []
+    for class_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        seen: dict[str, str] = {}
+        for entry in sorted(class_dir.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if from_store:
+                if not entry.is_dir():
+                    continue
+                video_id = entry.name
+            else:
+                if not entry.is_file() or entry.suffix.lower() not in exts:
+                    continue
+                video_id = entry.stem
+            where = str(entry)
+            check_name(class_dir.name, "label", where)
+            check_name(video_id, "video id", where)
+            if video_id in seen:
+                raise LabelError(f"{entry}: video id {video_id!r} also used by {seen[video_id]}")
+            seen[video_id] = entry.name
+            samples.append(Sample(video_id=video_id, label=class_dir.name, split="train"))
+    if not samples:
+        kind = "<class>/<video_id>/ folders" if from_store else f"<class>/<video> files ({', '.join(sorted(exts))})"
+        raise LabelError(f"{top}: no videos found (expected {kind})")
+    return assign_val_split(samples, val_fraction, seed)
