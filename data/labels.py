@@ -16,9 +16,9 @@ import csv
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def assign_val_split(samples: Iterable[Sample], val_fraction: float, seed: int =
     for s in samples:
         by_class.setdefault(s.label, []).append(s)
     val_ids: set[tuple[str, str]] = set()
-    for label, items in by_class.items():
+    for items in by_class.values():
         n_val = round(val_fraction * len(items))
         if val_fraction > 0 and n_val == 0 and len(items) >= 2:
             n_val = 1

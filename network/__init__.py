@@ -1,0 +1,16 @@
+"""Video classification networks and their registry.
+
+`build_model(name, num_classes, **kw)`, `list_models()`, `register_model`; weights from local files with
+`load_weights` / `inflate_2d_resnet`. Every model maps `(N, 3, T, H, W)` floats to `(N, num_classes)` logits and
+has `forward_features`, `forward_head`, `num_features`, `reset_classifier`, `check_input` and `min_frames`.
+"""
+from . import mict, r2d, resnet3d  # noqa: F401  (import registers the models)
+from .base import VideoClassifier, count_parameters
+from .registry import build_model, list_models, model_defaults, model_kwargs, register_model
+from .srtg import SqueezeRecursion
+from .weights import CheckpointError, LoadReport, inflate_2d_resnet, load_weights, read_state_dict
+
+__all__ = [
+    "build_model", "list_models", "model_defaults", "model_kwargs", "register_model", "VideoClassifier", "count_parameters",
+    "SqueezeRecursion", "CheckpointError", "LoadReport", "inflate_2d_resnet", "load_weights", "read_state_dict",
+]

@@ -1,0 +1,217 @@
+"""Map-style video clip dataset over the SQLite frame store.
+
+``VideoDataset(root, labels_csv, split, clip_length, frame_interval, transform, clips_per_video)`` reads the label
+CSV of a dataset root (SPEC 3), maps labels to class indices through ``classes.txt`` and returns
+``(clip (3, T, H, W) float tensor, label int, video_index int)``.
+
+- Training (``train=True``, the default for ``split="train"``): one item per video, a random clip per access
+  (`RandomClipSampler`). Evaluation: ``clips_per_video`` deterministic, evenly spaced clips per video
+  (`UniformClipSampler`), item ``i`` is clip ``i % K`` of video ``i // K``.
+- Only the frame counts (the ``n_frames`` files) are read at construction; databases are opened lazily through
+  the per-process reader cache (`data.store.get_reader`), so no SQLite connection ever crosses a ``fork()`` into
+  DataLoader workers.
+- Frames are decoded at reduced scale (libjpeg-turbo DCT scaling) when the transform's crop needs fewer pixels
+  than are stored (``transform.min_short_side``), e.g. multigrid's small crops.
+- Randomness: each item gets its own generator seeded from ``torch.initial_seed()`` (different in every
+  DataLoader worker and for every loader iterator), the item index and a per-process draw counter (so persistent
+  workers and the main process do not repeat a clip's augmentation every epoch). A fixed seed reproduces a run.
+- Items may be ``(index, cycle)`` pairs from multigrid's short-cycle batch sampler: the crop size is then
+  ``short_cycle_sizes[cycle]``.
+
+Labels' ``time_start``/``time_end`` are not used: trimmed clips (Kinetics) are stored already trimmed, under an id
+that encodes the times.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from data.labels import Sample, read_classes, read_labels, safe_video_dir
+from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals
+from data.store import DB_NAME, N_FRAMES_NAME, FrameStoreError, get_reader, read_n_frames, reduce_for
+from data.transforms import ToTensorNormalize
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VideoDataset", "DEFAULT_SHORT_CYCLE_FACTORS"]
+
+# Multigrid short cycle (SPEC 5): crop factors for cycles 0, 1, 2 when `short_cycle_sizes` is not set.
+DEFAULT_SHORT_CYCLE_FACTORS = (0.5, 2 ** -0.5, 1.0)
+_MAX_LISTED = 5
+
+
+def _resolve_labels_csv(root: Path, labels_csv: str | os.PathLike | None) -> Path:
+    """An existing path as given, else ``<root>/labels/<name>[.csv]``; default ``<root>/labels/all.csv``."""
+    if labels_csv is None:
+        return root / "labels" / "all.csv"
+    path = Path(labels_csv)
+    if path.is_file():
+        return path
+    for candidate in (root / "labels" / path, root / "labels" / f"{path}.csv"):
+        if candidate.is_file():
+            return candidate
+    return path  # read_labels reports it as not found
+
+
+class VideoDataset(Dataset):
+    """Clips of the videos of one split of a dataset root (see the module docstring).
+
+    Args:
+        root: dataset root holding ``jpg/<label>/<video_id>/frames.db`` and ``labels/``.
+        labels_csv: label CSV path or name under ``<root>/labels/`` (default ``labels/all.csv``).
+        split: rows of this split (``train``, ``val``, ``test``); None keeps every row.
+        clip_length: frames per clip (settable, e.g. by the multigrid long cycle).
+        frame_interval: frame step, or a list to draw from in training (evaluation uses the middle value).
+        transform: a `ClipTransform` ``t(clip, rng[, crop_size])`` returning ``(3, T, H, W)``; default: only
+            `ToTensorNormalize` (full frames, normalised).
+        clips_per_video: evaluation clips per video (K).
+        classes: class names in index order; default ``<root>/classes.txt``, else the sorted labels of the CSV.
+        train: random clips (True) or K evenly spaced clips (False); default ``split == "train"``.
+    """
+
+    def __init__(self, root: str | os.PathLike, labels_csv: str | os.PathLike | None = None,
+                 split: str | None = "train", clip_length: int = 16, frame_interval: int | Sequence[int] = 2,
+                 transform=None, clips_per_video: int = 1, classes: Sequence[str] | None = None,
+                 train: bool | None = None):
+        self.root = Path(root)
+        if not (self.root / "jpg").is_dir():
+            raise FrameStoreError(f"{self.root}: not a dataset root (no jpg/ folder)")
+        if clip_length < 1 or clips_per_video < 1:
+            raise ValueError(f"clip_length and clips_per_video must be >= 1, got {clip_length}, {clips_per_video}")
+        self.labels_csv = _resolve_labels_csv(self.root, labels_csv)
+        all_samples = read_labels(self.labels_csv)
+        self.split = split
+        self.train = (split == "train") if train is None else bool(train)
+        self.clip_length = int(clip_length)
+        self.frame_interval = frame_interval
+        as_intervals(frame_interval)  # validate now rather than in a worker
+        self.clips_per_video = int(clips_per_video)
+        self.transform = transform if transform is not None else ToTensorNormalize()
+        self.short_cycle_sizes: list[int] | None = None
+
+        self.classes = self._load_classes(classes, all_samples)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        self.samples: list[Sample] = [s for s in all_samples if split is None or s.split == split]
+        if not self.samples:
+            raise ValueError(f"{self.labels_csv}: no rows for split {split!r}")
+        unknown = sorted({s.label for s in self.samples} - set(self.class_to_idx))
+        if unknown:
+            raise ValueError(f"{self.labels_csv}: label(s) {unknown[:_MAX_LISTED]} not in the class list "
+                             f"({len(unknown)} unknown)")
+        self.labels = [self.class_to_idx[s.label] for s in self.samples]
+        self.video_dirs: list[Path] = [
+            safe_video_dir(self.root, s.label, s.video_id, str(self.labels_csv)) for s in self.samples]
+        self.n_frames: list[int] = self._count_frames()
+        self._pid = -1
+        self._draws = 0
+        log.info("%s split=%s: %d videos, %d classes, %s", self.labels_csv, split, len(self.samples),
+                 len(self.classes), "train" if self.train else f"eval x{self.clips_per_video}")
+
+    # -- construction ----------------------------------------------------------------------------------------
+    def _load_classes(self, classes: Sequence[str] | None, samples: list[Sample]) -> list[str]:
+        if classes is not None:
+            classes = list(classes)
+            if len(set(classes)) != len(classes):
+                raise ValueError("classes contains duplicates")
+            return classes
+        classes_file = self.root / "classes.txt"
+        if classes_file.is_file():
+            return read_classes(classes_file)
+        # Sorted over every split of the CSV, so that train and val map labels identically.
+        log.warning("%s not found; class indices from the sorted labels of %s", classes_file, self.labels_csv)
+        return sorted({s.label for s in samples})
+
+    def _count_frames(self) -> list[int]:
+        """Frame count of every video from its ``n_frames`` file (database only as a fallback)."""
+        counts: list[int] = []
+        missing: list[str] = []
+        for sample, video_dir in zip(self.samples, self.video_dirs):
+            if not (video_dir / N_FRAMES_NAME).is_file() and not (video_dir / DB_NAME).is_file():
+                missing.append(f"{sample.label}/{sample.video_id}")
+                counts.append(0)
+                continue
+            n = read_n_frames(video_dir)
+            if n < 1:
+                raise FrameStoreError(f"{video_dir / N_FRAMES_NAME}: video has {n} frames")
+            counts.append(n)
+        if missing:
+            listed = ", ".join(missing[:_MAX_LISTED]) + (", ..." if len(missing) > _MAX_LISTED else "")
+            raise FrameStoreError(f"{self.labels_csv}: {len(missing)} of {len(self.samples)} videos of split "
+                                  f"{self.split!r} are not in {self.root / 'jpg'}: {listed}")
+        return counts
+
+    # -- sampling --------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples) if self.train else len(self.samples) * self.clips_per_video
+
+    def _item_rng(self, index: int) -> np.random.Generator:
+        """A fresh generator for one item: torch's process seed, the index and this process's draw count."""
+        if self._pid != os.getpid():  # a new worker (or a forked copy): restart the count
+            self._pid, self._draws = os.getpid(), 0
+        self._draws += 1
+        return np.random.default_rng([torch.initial_seed() % 2 ** 63, index, self._draws])
+
+    def eval_interval(self) -> int:
+        """Frame interval used by evaluation: the value, or the middle of a list."""
+        intervals = sorted(as_intervals(self.frame_interval))
+        return intervals[len(intervals) // 2]
+
+    def frame_indices(self, index: int, rng: np.random.Generator | None = None) -> tuple[int, np.ndarray]:
+        """(video index, frame indices) of item `index`; training items need `rng`."""
+        if self.train:
+            video = index
+            sampler = RandomClipSampler(self.clip_length, self.frame_interval)
+            return video, sampler(self.n_frames[video], rng)
+        video, clip = divmod(index, self.clips_per_video)
+        sampler = UniformClipSampler(self.clip_length, self.eval_interval(), self.clips_per_video)
+        return video, sampler(self.n_frames[video], clip)
+
+    def crop_size_for(self, cycle: int) -> int:
+        """Crop size of short-cycle slot `cycle`, from `short_cycle_sizes` or the default factors."""
+        sizes = self.short_cycle_sizes
+        if sizes is None:
+            base = getattr(self.transform, "crop_size", None)
+            if base is None:
+                raise ValueError("short-cycle item, but neither short_cycle_sizes nor transform.crop_size is set")
+            sizes = [max(1, round(base * f)) for f in DEFAULT_SHORT_CYCLE_FACTORS]
+        if not 0 <= cycle < len(sizes):
+            raise IndexError(f"short cycle {cycle} out of range for sizes {list(sizes)}")
+        return int(sizes[cycle])
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        index, cycle = item if isinstance(item, (tuple, list)) else (item, None)
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        crop_size = None if cycle is None else self.crop_size_for(int(cycle))
+        rng = self._item_rng(index)
+        video, indices = self.frame_indices(index, rng)
+        reader = get_reader(self.video_dirs[video])
+        reduce = self._reduce(reader, crop_size)
+        frames = reader.read(indices, reduce=reduce)
+        if crop_size is None:
+            clip = self.transform(frames, rng)
+        else:
+            clip = self.transform(frames, rng, crop_size=crop_size)
+        return clip, self.labels[video], video
+
+    def _reduce(self, reader, crop_size: int | None) -> int:
+        """Largest JPEG reduce factor that still gives the transform the short side it needs."""
+        if crop_size is not None and hasattr(self.transform, "short_side_for"):
+            need = self.transform.short_side_for(crop_size)
+        else:
+            need = getattr(self.transform, "min_short_side", None)
+        return reduce_for(reader.frame_size, need) if need else 1
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, videos={len(self.samples)}, "
+                f"classes={len(self.classes)}, clip_length={self.clip_length}, "
+                f"frame_interval={self.frame_interval}, train={self.train}, clips_per_video={self.clips_per_video})")

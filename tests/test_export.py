@@ -1,0 +1,78 @@
+"""tools.export_onnx: onnxruntime parity with PyTorch (tiny widths), dynamic batch axis, metadata, failures."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from network import build_model
+from tests.test_predict import CLASSES, make_checkpoint
+from tools import export_onnx
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# MiCT-ResNet (v1) needs 16 frames; the others run on 8. srtg_r3d_18 has LSTMs (Squeeze-and-Recursion).
+@pytest.mark.parametrize("name,frames", [("mict_resnet18", 16), ("r3d_18", 8), ("r2plus1d_18", 8),
+                                         ("srtg_r3d_18", 8)])
+def test_onnx_parity(tmp_path, name, frames):
+    torch.manual_seed(0)
+    model = build_model(name, 5, width_mult=0.125).eval()
+    shape = (3, frames, 32, 32)
+    res = export_onnx.export_and_check(model, tmp_path / f"{name}.onnx", shape, metadata={"network": name})
+    assert res.rel_error <= 1e-4 and res.size_bytes == (tmp_path / f"{name}.onnx").stat().st_size > 0
+    proto = onnx.load(str(tmp_path / f"{name}.onnx"))
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # a symbolic (dynamic) batch axis
+    # Independent check with a batch size the export never saw.
+    x = torch.randn(4, *shape)
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    got = ort.InferenceSession(res.path, providers=["CPUExecutionProvider"]).run(None, {"clip": x.numpy()})[0]
+    assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_cli_checkpoint_export_with_metadata_and_bench(tmp_path, capsys):
+    ckpt = make_checkpoint(tmp_path / "m.pth", network="r3d_18", clip_length=8, crop_size=32)
+    out = tmp_path / "model.onnx"
+    assert export_onnx.main(["--checkpoint", str(ckpt), "--out", str(out), "--bench", "--bench-seconds", "0.2",
+                             "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["ok"] and row["input_shape"] == ["batch", 3, 8, 32, 32] and row["size_bytes"] > 0
+    assert row["torch_clips_per_s"] > 0 and row["ort_clips_per_s"] > 0
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["network"] == "r3d_18" and json.loads(meta["classes"]) == CLASSES
+    assert json.loads(meta["preprocess"])["crop_size"] == 32
+
+
+def test_cli_unknown_network_and_missing_args(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        export_onnx.main(["--network", "resnet_from_mars", "--num-classes", "3", "--out", str(tmp_path / "x.onnx")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "resnet_from_mars" in err and "r2plus1d_18" in err
+    with pytest.raises(SystemExit) as exc:
+        export_onnx.main(["--network", "r3d_18", "--out", str(tmp_path / "x.onnx")])
+    assert exc.value.code == 2 and "--num-classes" in capsys.readouterr().err
+
+
+def test_failed_export_says_which_and_why(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported operator aten::imaginary_op\nlong traceback text")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    rows = export_onnx.export_all(tmp_path, clip_length=8, crop_size=32, width_mult=0.125, names=["r3d_18"])
+    assert rows == [{"network": "r3d_18", "ok": False,
+                     "reason": "dynamo: RuntimeError: unsupported operator aten::imaginary_op; "
+                               "torchscript: RuntimeError: unsupported operator aten::imaginary_op"}]
+    assert "FAILED" in export_onnx.format_rows(rows)

@@ -1,0 +1,435 @@
+"""Convert a folder of videos into the SQLite frame store: ``python -m tools.convert VIDEOS DATASET_ROOT``.
+
+VIDEOS is ``<class>/<video file>`` (mp4, avi, mkv, webm, mov, ...; other files are ignored). For every video this
+writes ``DATASET_ROOT/jpg/<class>/<video_id>/frames.db`` (+ ``n_frames``), video id = file name without extension,
+then the folder dataset's ``DATASET_ROOT/labels/all.csv`` and ``DATASET_ROOT/classes.txt``.
+
+- Decoding uses PyAV (FFmpeg inside the wheel); frames are optionally resized (``--short-side``, aspect kept),
+  resampled in time (``--fps``: output frame k shows the source frame on screen at time k/fps, i.e. sample and
+  hold: downsampling drops frames, upsampling repeats them)
+  and JPEG-encoded at ``--quality`` (default 90).
+- Videos are converted in parallel (``--workers`` processes, one video each at a time). A worker that dies (a
+  decoder crash, the OOM killer) costs only the videos it held: they are retried alone, and recorded as failed if
+  they kill a worker again.
+- Each database is written to ``frames.db.tmp`` in one transaction, verified, renamed into place, and its
+  ``n_frames`` marker written last, so a killed run never leaves a video that looks complete.
+- Re-running resumes: a video is skipped when its marker and database are complete and the source's size and
+  mtime, and the conversion settings (short side, quality, fps), equal what its ``meta`` recorded; otherwise it is
+  converted again (``--overwrite`` redoes everything).
+- Videos that cannot be converted (empty, truncated, not a video, unreadable, ...) are listed with the reason in
+  ``DATASET_ROOT/convert_failures.csv`` (``path,reason``); the run goes on and exits with status 1. A missing or
+  empty VIDEOS folder is an error (status 2).
+- Splits in ``labels/all.csv``: per class, ``round(val_fraction * n)`` videos are ``val`` (at least one when the
+  class has two or more videos and the fraction is positive), the rest ``train``; the choice is a hash of
+  (``--seed``, class, video id), so it is deterministic and does not depend on file order, worker count or
+  platform. Failed videos are left out of the label file.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from data.labels import VIDEO_EXTENSIONS, Sample, assign_val_split, safe_video_dir, write_classes, write_labels
+from data.store import DB_NAME, N_FRAMES_NAME, TMP_NAME, VideoReader, write_frames_db
+from tools._cli import die, setup_logging
+
+log = logging.getLogger("tools.convert")
+
+DEFAULT_QUALITY = 90
+FAILURES_NAME = "convert_failures.csv"
+
+
+class ConvertError(Exception):
+    """A video that cannot be converted; the message is the reason recorded in the failure report."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video to convert and the settings to convert it with."""
+
+    source: str
+    label: str
+    video_id: str
+    out_dir: str
+    short_side: int | None = None
+    quality: int = DEFAULT_QUALITY
+    fps: float | None = None
+    overwrite: bool = False
+    threads: int = 1
+
+
+@dataclass
+class Result:
+    """What happened to one job: status is "converted", "skipped" (already complete) or "failed"."""
+
+    job: Job
+    status: str
+    frames: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+# -- scanning --------------------------------------------------------------------------------------------------
+def scan_videos(videos: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS
+                ) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str]]]:
+    """(label, video_id, path) for every `<class>/<video>` file, sorted; plus (path, reason) for unusable ones."""
+    found: list[tuple[str, str, Path]] = []
+    problems: list[tuple[str, str]] = []
+    for class_dir in sorted(p for p in videos.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        seen: dict[str, Path] = {}
+        for entry in sorted(class_dir.iterdir()):
+            if entry.name.startswith(".") or entry.suffix.lower() not in extensions or entry.is_dir():
+                continue
+            if entry.stem in seen:
+                problems.append((str(entry), f"video id {entry.stem!r} already used by {seen[entry.stem].name}"))
+                continue
+            seen[entry.stem] = entry
+            found.append((class_dir.name, entry.stem, entry))
+    stray = [p for p in videos.iterdir() if p.is_file() and p.suffix.lower() in extensions]
+    if stray:
+        log.warning("%d video file(s) directly in %s are ignored (expected <class>/<video>), e.g. %s",
+                    len(stray), videos, stray[0].name)
+    return found, problems
+
+
+# -- one video -------------------------------------------------------------------------------------------------
+def _settings_meta(job: Job) -> dict[str, str]:
+    return {"short_side": str(job.short_side or ""), "quality": str(job.quality),
+            "target_fps": "" if job.fps is None else repr(float(job.fps))}
+
+
+def _source_meta(path: Path) -> dict[str, str]:
+    st = path.stat()
+    return {"source": path.name, "source_size": str(st.st_size), "source_mtime": str(st.st_mtime_ns)}
+
+
+def is_complete(job: Job) -> bool:
+    """True when the video's database is complete and made from this source with these settings."""
+    out = Path(job.out_dir)
+    if not (out / N_FRAMES_NAME).is_file():
+        return False
+    try:
+        with VideoReader(out, immutable=False, mmap_size=0) as reader:  # checks marker and row count
+            meta, n = reader.meta, len(reader)
+        expected = {**_source_meta(Path(job.source)), **_settings_meta(job), "n_frames": str(n)}
+    except (OSError, ValueError):
+        return False
+    return all(meta.get(k) == v for k, v in expected.items())
+
+
+def _output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    if not short_side or min(width, height) == short_side:
+        return width, height
+    scale = short_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _decode_bgr(job: Job, info: dict) -> Iterator[np.ndarray]:
+    """Decoded (resized, resampled) BGR frames of `job.source`; fills `info` (sizes, fps, codec) before the first.
+
+    Raises ConvertError when the file cannot be opened or decoded, has no video stream, or ends clearly before
+    the length its container declares (a truncated file).
+    """
+    import av
+
+    try:
+        container = av.open(job.source)
+    except av.FFmpegError as e:
+        raise ConvertError(f"cannot open as video ({e.strerror or e}; truncated or not a video file?)") from None
+    with container:
+        if not container.streams.video:
+            raise ConvertError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = job.threads
+        src_w, src_h = stream.codec_context.width, stream.codec_context.height
+        if not src_w or not src_h:
+            raise ConvertError("video stream has no frame size")
+        rate = stream.average_rate or stream.guessed_rate
+        src_fps = float(rate) if rate else 0.0
+        out_w, out_h = _output_size(src_w, src_h, job.short_side)
+        out_fps = float(job.fps) if job.fps else (src_fps or 25.0)
+        info.update(width=out_w, height=out_h, fps=out_fps, source_fps=src_fps, codec=stream.codec_context.name)
+        step, eps = 1.0 / out_fps, 1e-6
+        next_t, t0, decoded, last_t = 0.0, None, 0, 0.0
+        prev = None  # with --fps: the latest frame, held until a later one starts
+
+        def convert(frame) -> np.ndarray:
+            # Per frame: a stream may change resolution midway, and every stored frame must have one size.
+            if (frame.width, frame.height) != (out_w, out_h):
+                return frame.to_ndarray(format="bgr24", width=out_w, height=out_h, interpolation="AREA")
+            return frame.to_ndarray(format="bgr24")
+
+        def held(until: float) -> Iterator[np.ndarray]:
+            """`prev` once per output time before `until` (sample and hold)."""
+            nonlocal next_t
+            bgr = None
+            while next_t < until - eps:
+                bgr = convert(prev) if bgr is None else bgr
+                yield bgr
+                next_t += step
+
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                if job.fps is None:
+                    yield convert(frame)
+                    continue
+                t = frame.time if frame.time is not None else (decoded - 1) / (src_fps or out_fps)
+                t0 = t if t0 is None else t0
+                last_t = t - t0
+                if prev is not None:
+                    yield from held(last_t)
+                prev = frame
+            if prev is not None:
+                yield from held(last_t + 1.0 / (src_fps or out_fps))
+        except av.FFmpegError as e:
+            raise ConvertError(f"decoding failed after {decoded} frames ({e.strerror or e})") from None
+        if decoded == 0:
+            raise ConvertError("no frames could be decoded")
+        _check_length(stream, container, decoded, src_fps, info)
+
+
+def _check_length(stream, container, decoded: int, src_fps: float, info: dict) -> None:
+    """Fail a video that stops clearly before its declared length (FFmpeg often ends a truncated file quietly)."""
+    if stream.frames:
+        declared, tolerance = stream.frames, max(2, 0.02 * stream.frames)
+    elif stream.duration and stream.time_base and src_fps:
+        declared = float(stream.duration * stream.time_base) * src_fps
+        tolerance = max(2, 0.02 * declared)
+    elif container.duration and src_fps:
+        # Container duration may include a longer audio track: be lenient.
+        declared = container.duration / 1e6 * src_fps
+        tolerance = max(src_fps, 0.1 * declared)
+    else:
+        return
+    if decoded < declared - tolerance:
+        raise ConvertError(f"truncated? decoded {decoded} of {declared:.0f} declared frames")
+    if decoded < declared - 1:
+        info["warnings"].append(f"decoded {decoded} of {declared:.0f} declared frames")
+
+
+def convert_video(job: Job) -> Result:
+    """Convert one video (or skip it if already complete); never raises for a bad video, returns a failed Result."""
+    start = time.perf_counter()
+    source = Path(job.source)
+    try:
+        if not job.overwrite and is_complete(job):
+            tmp = Path(job.out_dir) / TMP_NAME
+            if tmp.exists():
+                tmp.unlink()
+            return Result(job, "skipped", frames=int((Path(job.out_dir) / N_FRAMES_NAME).read_text()))
+        size = source.stat().st_size
+        if size == 0:
+            raise ConvertError("empty file (0 bytes)")
+        with open(source, "rb"):  # a clear reason for unreadable files before FFmpeg gets them
+            pass
+        meta = {**_source_meta(source), **_settings_meta(job), "label": job.label, "video_id": job.video_id}
+        warnings: list[str] = []
+        info: dict = {"warnings": warnings}
+        params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
+
+        def jpegs() -> Iterator[bytes]:
+            for bgr in _decode_bgr(job, info):
+                ok, buf = cv2.imencode(".jpg", bgr, params)
+                if not ok:
+                    raise ConvertError("JPEG encoding failed")
+                yield buf.tobytes()
+
+        frames = jpegs()
+        first = next(frames, None)  # fills `info` so that the meta is known before the database is created
+        if first is None:
+            raise ConvertError("no frames could be decoded")
+        meta.update({k: str(v) for k, v in info.items() if k != "warnings"})
+
+        def all_frames() -> Iterator[bytes]:
+            yield first
+            yield from frames
+
+        n = write_frames_db(job.out_dir, all_frames(), meta)
+        nbytes = (Path(job.out_dir) / DB_NAME).stat().st_size
+        return Result(job, "converted", frames=n, bytes=nbytes, seconds=time.perf_counter() - start,
+                      warnings=warnings)
+    except ConvertError as e:
+        reason = str(e)
+    except PermissionError as e:
+        reason = f"permission denied ({e.strerror})"
+    except OSError as e:
+        reason = f"{type(e).__name__}: {e.strerror or e}"
+    except Exception as e:  # a bad video must never stop the run: record it with its reason
+        reason = f"{type(e).__name__}: {e}"
+    return Result(job, "failed", reason=reason, seconds=time.perf_counter() - start)
+
+
+# -- running many ----------------------------------------------------------------------------------------------
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+
+
+def _died(job: Job) -> Result:
+    return Result(job, "failed", reason="the worker process died while converting it (decoder crash or killed)")
+
+
+def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
+    """Results of `jobs` as they finish, over `workers` processes (in this process when workers <= 1)."""
+    if workers <= 1:
+        for job in jobs:
+            yield convert_video(job)
+        return
+    # fork: workers start fast and need nothing re-imported; the parent holds no SQLite connections.
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    pending: deque[Job] = deque(jobs)
+    suspects: list[Job] = []
+    while pending:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            inflight: dict = {}
+            while pending or inflight:
+                while pending and len(inflight) < 2 * workers:
+                    job = pending.popleft()
+                    inflight[pool.submit(convert_video, job)] = job
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                broken = False
+                for fut in done:
+                    job = inflight.pop(fut)
+                    try:
+                        yield fut.result()
+                    except BrokenProcessPool:
+                        suspects.append(job)
+                        broken = True
+                if broken:
+                    # Every job in flight is lost with the pool; which one killed it is unknown.
+                    suspects.extend(inflight.values())
+                    log.warning("a worker process died; %d video(s) will be retried one at a time", len(suspects))
+                    break
+    for job in suspects:
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool:
+            try:
+                yield pool.submit(convert_video, job).result()
+            except BrokenProcessPool:
+                yield _died(job)
+
+
+def write_failures(root: Path, failures: list[tuple[str, str]]) -> Path | None:
+    """Write `root/convert_failures.csv` (path, reason); remove a stale one when nothing failed."""
+    path = root / FAILURES_NAME
+    if not failures:
+        if path.exists():
+            path.unlink()
+        return None
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["path", "reason"])
+        writer.writerows(sorted(failures))
+    os.replace(tmp, path)
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.convert", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("videos", type=Path, help="folder of <class>/<video file>")
+    p.add_argument("root", type=Path, help="dataset root to write (jpg/, labels/all.csv, classes.txt)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (1: in-process)")
+    p.add_argument("--short-side", type=int, default=None, help="resize so the shorter side is this (keeps aspect)")
+    p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality 1-100")
+    p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: native)")
+    p.add_argument("--overwrite", action="store_true", help="convert again even if complete and unchanged")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class marked 'val' in all.csv")
+    p.add_argument("--seed", type=int, default=0, help="seed of the deterministic train/val assignment")
+    p.add_argument("--log-file", default=None, help="also append the log to this file")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0 ok, 1 some videos failed; bad input exits 2)."""
+    args = parse_args(argv)
+    setup_logging(log_file=args.log_file)
+    if not args.videos.is_dir():
+        die(f"{args.videos}: no such folder (expected <class>/<video file>)")
+    if args.short_side is not None and args.short_side < 1:
+        die(f"--short-side must be positive, got {args.short_side}")
+    if not 1 <= args.quality <= 100:
+        die(f"--quality must be in 1..100, got {args.quality}")
+    if args.fps is not None and not args.fps > 0:
+        die(f"--fps must be positive, got {args.fps}")
+    if not 0 <= args.val_fraction < 1:
+        die(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    workers = max(1, args.workers)
+
+    found, failures = scan_videos(args.videos)
+    if not found and not failures:
+        die(f"{args.videos}: no videos found (expected <class>/<video> with one of "
+            f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
+    jobs = []
+    for label, video_id, path in found:
+        try:
+            out_dir = safe_video_dir(args.root, label, video_id, where=str(path))
+        except ValueError as e:
+            failures.append((str(path), str(e)))
+            continue
+        jobs.append(Job(str(path), label, video_id, str(out_dir), args.short_side, args.quality, args.fps,
+                        args.overwrite, threads=1 if workers > 1 else 0))
+    args.root.mkdir(parents=True, exist_ok=True)
+    log.info("converting %d videos from %s into %s with %d worker(s)", len(jobs), args.videos, args.root, workers)
+
+    tqdm.monitor_interval = 0  # no monitor thread in a process that forks
+    counts = {"converted": 0, "skipped": 0, "failed": 0}
+    frames = nbytes = 0
+    ok_samples: list[Sample] = []
+    start = time.perf_counter()
+    with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="convert", dynamic_ncols=True) as bar:
+        for res in run_jobs(jobs, workers):
+            counts[res.status] += 1
+            for w in res.warnings:
+                log.warning("%s: %s", res.job.source, w)
+            if res.status == "failed":
+                log.warning("%s: %s", res.job.source, res.reason)
+                failures.append((res.job.source, res.reason))
+            else:
+                ok_samples.append(Sample(video_id=res.job.video_id, label=res.job.label, split="train"))
+            if res.status == "converted":
+                frames += res.frames
+                nbytes += res.bytes
+            bar.update()
+            bar.set_postfix(frames=frames, fps=f"{frames / max(time.perf_counter() - start, 1e-9):.0f}",
+                            failed=counts["failed"], refresh=False)
+    seconds = time.perf_counter() - start
+
+    report = write_failures(args.root, failures)
+    if ok_samples:
+        samples = assign_val_split(ok_samples, args.val_fraction, args.seed)
+        write_labels(args.root / "labels" / "all.csv", samples)
+        write_classes(args.root / "classes.txt", sorted({s.label for s in samples}))
+        n_val = sum(s.split == "val" for s in samples)
+        log.info("wrote %s (%d train, %d val) and %s", args.root / "labels" / "all.csv", len(samples) - n_val,
+                 n_val, args.root / "classes.txt")
+    log.info("summary: %d videos converted, %d skipped (complete), %d failed; %d frames in %.1f s = %.0f frames/s; "
+             "%d bytes (%.1f MB) written", counts["converted"], counts["skipped"], len(failures), frames, seconds,
+             frames / max(seconds, 1e-9), nbytes, nbytes / 1e6)
+    if report:
+        log.error("%d video(s) failed; see %s", len(failures), report)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

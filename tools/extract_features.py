@@ -1,0 +1,143 @@
+"""Pooled penultimate features of every video of a dataset split, saved as one ``.npz``.
+
+    python -m tools.extract_features --checkpoint runs/r3d_18_best.pth --dataset data/ucf101 --split val \\
+        --out feats_val.npz --clips-per-video 5 --per-clip
+
+Each video gives ``clips_per_video`` evenly spaced clips (the validation sampler and transform, with the clip
+length, interval, resize and crop of the checkpoint); ``model.forward_features`` pools each clip to a
+``num_features`` vector and the video's feature is the mean over its clips.
+
+Arrays in the file:
+- ``features`` ``(V, F)`` float32, ``labels`` ``(V,)`` int64 (indices into ``classes``), ``video_ids`` ``(V,)``
+  and ``label_names`` ``(V,)`` strings, ``classes`` ``(C,)`` the dataset's class list;
+- with ``--per-clip``: ``clip_features`` ``(V*K, F)``, ``clip_video_index`` and ``clip_index`` ``(V*K,)``;
+- ``network``, ``checkpoint``, ``split`` and ``preprocess`` (JSON) describe where the features came from.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data.dataset import VideoDataset
+from data.loader import build_loader
+from tools.predict import LoadedModel, build_val_transform, load_model, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@torch.inference_mode()
+def extract_features(loaded: LoadedModel, dataset_root: str | os.PathLike, split: str | None = "val",
+                     labels_csv: str | None = None, clips_per_video: int = 1, batch_size: int = 8,
+                     workers: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
+    """Features of every video (and clip) of `split`; returns the arrays written by `save_features`."""
+    pre = loaded.preprocess
+    transform = build_val_transform(pre)
+    ds = VideoDataset(dataset_root, labels_csv=labels_csv, split=split, clip_length=int(pre["clip_length"]),
+                      frame_interval=pre["frame_interval"], transform=transform, clips_per_video=clips_per_video,
+                      train=False)
+    loader = build_loader(ds, batch_size=batch_size, train=False, workers=workers)
+    model, device = loaded.model, loaded.device
+    n_videos, k = len(ds.samples), clips_per_video
+    clip_feats = np.zeros((n_videos * k, model.num_features), dtype=np.float32)
+    seen = np.zeros(n_videos * k, dtype=bool)
+    pos = 0
+    tic = time.perf_counter()
+    for clips, _, video_index in tqdm(loader, desc="features", unit="batch", disable=not progress):
+        feats = model.forward_features(clips.to(device, non_blocking=True)).float().cpu().numpy()
+        # Evaluation items are ordered: item i is clip i % K of video i // K, and the loader does not shuffle.
+        expected = np.arange(pos, pos + len(feats)) // k
+        if not np.array_equal(video_index.numpy(), expected):
+            raise RuntimeError("the loader did not return clips in dataset order")
+        clip_feats[pos:pos + len(feats)] = feats
+        seen[pos:pos + len(feats)] = True
+        pos += len(feats)
+    if not seen.all():
+        raise RuntimeError(f"only {int(seen.sum())} of {seen.size} clips came back from the loader")
+    elapsed = time.perf_counter() - tic
+    log.info("%d clips of %d videos in %.1f s (%.1f clips/s)", pos, n_videos, elapsed, pos / max(elapsed, 1e-9))
+    return {
+        "features": clip_feats.reshape(n_videos, k, -1).mean(axis=1),
+        "labels": np.asarray(ds.labels, dtype=np.int64),
+        "video_ids": np.asarray([s.video_id for s in ds.samples]),
+        "label_names": np.asarray([s.label for s in ds.samples]),
+        "classes": np.asarray(ds.classes),
+        "clip_features": clip_feats,
+        "clip_video_index": np.repeat(np.arange(n_videos, dtype=np.int64), k),
+        "clip_index": np.tile(np.arange(k, dtype=np.int64), n_videos),
+    }
+
+
+def save_features(path: str | os.PathLike, arrays: dict[str, np.ndarray], per_clip: bool,
+                  info: dict[str, str]) -> str:
+    """Write `arrays` (without the per-clip ones unless `per_clip`) and the `info` strings to a ``.npz``."""
+    keep = {k: v for k, v in arrays.items() if per_clip or not k.startswith("clip_")}
+    keep.update({k: np.asarray(v) for k, v in info.items()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")  # np.savez appends .npz to names without it
+    np.savez(tmp, **keep)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.extract_features", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="trained checkpoint (*.pth)")
+    p.add_argument("--dataset", required=True, help="dataset root (jpg/, labels/, classes.txt)")
+    p.add_argument("--labels", default=None, help="label CSV (path or name under <root>/labels/; default all.csv)")
+    p.add_argument("--split", default="val", help="split to extract: train, val, test or 'all'")
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--per-clip", action="store_true", help="also store the feature of every clip")
+    p.add_argument("--clips-per-video", type=int, default=1, help="evenly spaced clips per video (K)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--log-file", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tools._cli import die, setup_logging
+    from tools.predict import CheckpointLoadError
+
+    args = parse_args(argv)
+    setup_logging(log_file=args.log_file)
+    if args.clips_per_video < 1 or args.batch_size < 1 or args.workers < 0:
+        die("--clips-per-video and --batch-size must be >= 1, --workers >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        loaded = load_model(args.checkpoint, resolve_device(args.device))
+    except (CheckpointLoadError, ValueError) as e:
+        die(str(e))
+    split = None if args.split == "all" else args.split
+    try:
+        arrays = extract_features(loaded, args.dataset, split=split, labels_csv=args.labels,
+                                  clips_per_video=args.clips_per_video, batch_size=args.batch_size,
+                                  workers=args.workers)
+    except (ValueError, OSError) as e:  # missing root / labels / videos, corrupt databases
+        die(str(e))
+    info = {"network": loaded.network, "checkpoint": os.path.abspath(args.checkpoint), "split": args.split,
+            "preprocess": json.dumps(loaded.preprocess)}
+    out = save_features(args.out, arrays, args.per_clip, info)
+    f = arrays["features"]
+    print(f"{out}: features {f.shape[0]} videos x {f.shape[1]}"
+          + (f", clip_features {arrays['clip_features'].shape[0]} clips" if args.per_clip else "")
+          + f", {len(arrays['classes'])} classes, split {args.split}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""Predict actions in raw videos (or converted ``frames.db`` folders) with a trained checkpoint.
+
+    python -m tools.predict --checkpoint runs/mict_resnet18_best.pth clip1.mp4 clip2.avi
+    python -m tools.predict --checkpoint CKPT --timeline --window 32 --stride 16 --out results/preds.json video.mp4
+
+Video level: the softmax of ``--clips`` evenly spaced clips (the validation sampler) is averaged and the top-k
+classes printed. ``--timeline`` also slides a window over the video and gives the top class of every window with
+its time range, as a table and as a PNG strip of thumbnails. Each video is decoded once for both. Preprocessing is
+the validation transform with the clip length, frame interval, resize and crop stored in the checkpoint.
+
+From Python (the demo uses this)::
+
+    from tools.predict import predict_videos
+    results = predict_videos("runs/x_best.pth", ["a.mp4", "b.mp4"], topk=5, clips=5, timeline=True, out="preds")
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from data.sampling import UniformClipSampler, clip_span
+from data.transforms import val_transform
+from tools.video_source import VideoSource, VideoSourceError, assemble_clips, is_frame_store, open_source
+from train.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint, validate_checkpoint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLIPS = 5
+THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk as soon as they are decoded
+
+
+class CheckpointLoadError(ValueError):
+    """A checkpoint that cannot be used for inference; the message names the file."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference plus what the checkpoint says about its input."""
+
+    model: nn.Module
+    network: str
+    classes: list[str]
+    preprocess: dict
+    device: torch.device
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else CPU; ``"cuda"`` without a GPU raises ``ValueError``."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available")
+    return dev
+
+
+def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device | None = "cpu") -> LoadedModel:
+    """Load a trained checkpoint (``train.checkpoint`` format) into an eval-mode model on `device`.
+
+    A checkpoint without class names still loads: classes become ``["0", "1", ...]`` with a warning.
+    Raises ``CheckpointLoadError`` (missing, corrupt, other format, unknown network, weights that do not fit).
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    path = str(checkpoint_path)
+    warnings: list[str] = []
+    ckpt = _read_checkpoint(path, warnings)
+    try:
+        model, classes, preprocess = build_model_from_checkpoint(ckpt)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointLoadError(f"{path}: {_first_line(e)}") from None
+    model.eval().to(dev)
+    return LoadedModel(model, str(ckpt["network"]), list(classes), dict(preprocess), dev, warnings)
+
+
+def _read_checkpoint(path: str, warnings: list[str]) -> dict:
+    """``load_checkpoint``, except that missing class names are replaced by indices (with a warning)."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as first_error:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # unreadable: the validated loader's message says why
+            raise CheckpointLoadError(str(first_error)) from None
+        n = raw.get("num_classes") if isinstance(raw, dict) else None
+        if not isinstance(n, int) or n < 1 or raw.get("classes"):
+            raise CheckpointLoadError(str(first_error)) from None
+        raw["classes"] = [str(i) for i in range(n)]
+        try:
+            ckpt = validate_checkpoint(raw, path)
+        except CheckpointError:
+            raise CheckpointLoadError(str(first_error)) from None
+        warnings.append(f"{path}: the checkpoint has no class names; classes are shown as indices 0..{n - 1}")
+        log.warning(warnings[-1])
+        return ckpt
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def build_val_transform(preprocess: dict):
+    """The validation clip transform for a checkpoint's ``preprocess`` dict (crop, resize, mean, std)."""
+    norm = {k: tuple(preprocess[k]) for k in ("mean", "std") if preprocess.get(k) is not None}
+    return val_transform(int(preprocess["crop_size"]), resize_short=preprocess.get("resize_short"), **norm)
+
+
+def eval_interval(frame_interval: int | Sequence[int]) -> int:
+    """The interval evaluation uses: the value itself, or the middle of a training list (as `VideoDataset`)."""
+    if isinstance(frame_interval, (list, tuple)):
+        values = sorted(int(v) for v in frame_interval)
+        return values[len(values) // 2]
+    return int(frame_interval)
+
+
+def clip_indices(n_frames: int, clip_length: int, frame_interval: int, clips: int) -> list[np.ndarray]:
+    """Frame indices of ``clips`` evenly spaced clips: exactly the validation sampler's clips."""
+    sampler = UniformClipSampler(clip_length, frame_interval, clips)
+    return [sampler(n_frames, k) for k in range(clips)]
+
+
+def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
+    """First frames of the sliding windows: ``0, stride, ...`` while a whole window fits (one window if none does).
+
+    ``(n_frames - window) // stride + 1`` windows; frames after the last whole window are not covered.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1 frame, got {window} and {stride}")
+    if n_frames <= window:
+        return [0]
+    return list(range(0, n_frames - window + 1, stride))
+
+
+def window_indices(start: int, window: int, clip_length: int, n_frames: int) -> np.ndarray:
+    """``clip_length`` frames evenly spread over ``[start, start + window)``, looped where the video is shorter.
+
+    With ``window = clip_length * frame_interval`` this is exactly the training sampling interval.
+    """
+    offsets = (np.arange(clip_length, dtype=np.int64) * window) // clip_length
+    return (start + offsets) % n_frames
+
+
+class Predictor:
+    """A loaded model plus its validation transform; predicts on one opened `VideoSource` at a time."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
+        self.loaded = loaded
+        self.model = loaded.model
+        self.classes = loaded.classes
+        self.device = loaded.device
+        pre = loaded.preprocess
+        self.clip_length = int(pre["clip_length"])
+        self.frame_interval = eval_interval(pre["frame_interval"])
+        self.transform = build_val_transform(pre)
+        self.batch_size = max(1, int(batch_size))
+        self._rng = np.random.default_rng(0)  # the val transform is deterministic; the API wants a generator
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_path: str | os.PathLike, device: str | None = "cpu",
+                        batch_size: int = 8) -> Predictor:
+        """Load `checkpoint_path` (see `load_model`) and wrap it."""
+        return cls(load_model(checkpoint_path, device), batch_size=batch_size)
+
+    @property
+    def default_window(self) -> int:
+        """Window length in frames when none is given: the frames one training clip stands for."""
+        return self.clip_length * self.frame_interval
+
+    @torch.inference_mode()
+    def _probs(self, batch: list[torch.Tensor]) -> np.ndarray:
+        x = torch.stack(batch).to(self.device, non_blocking=True)
+        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+
+    def run_clips(self, source: VideoSource, clips: Sequence[np.ndarray],
+                  thumbs_for: set[int] = frozenset()) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """Softmax for each index array in `clips` ``(len(clips), num_classes)``, decoding the source once.
+
+        Also returns a small RGB thumbnail of the middle frame of each clip number in `thumbs_for`.
+        """
+        probs = np.zeros((len(clips), len(self.classes)), dtype=np.float32)
+        thumbs: dict[int, np.ndarray] = {}
+        pending: list[tuple[int, torch.Tensor]] = []
+
+        def flush() -> None:
+            out = self._probs([t for _, t in pending])
+            for (k, _), p in zip(pending, out):
+                probs[k] = p
+            pending.clear()
+
+        for k, frames in assemble_clips(source, clips):
+            if k in thumbs_for:
+                thumbs[k] = _thumbnail(frames[len(frames) // 2])
+            pending.append((k, self.transform(frames, self._rng)))
+            if len(pending) == self.batch_size:
+                flush()
+        if pending:
+            flush()
+        return probs, thumbs
+
+    def predict(self, source: VideoSource, clips: int = DEFAULT_CLIPS, topk: int = 5, timeline: bool = False,
+                window: int | None = None, stride: int | None = None) -> dict:
+        """Video-level top-k (softmax averaged over `clips` evenly spaced clips) and, optionally, the timeline.
+
+        Returns the result dict described in `predict_videos`, without the PNG path.
+        """
+        n, t, iv = source.n_frames, self.clip_length, self.frame_interval
+        warnings: list[str] = []
+        span = clip_span(t, iv)
+        looped = n < span
+        if looped:
+            warnings.append(f"{source.path}: {n} frames, shorter than one clip ({t} frames every {iv} = {span} "
+                            f"frames); the clip loops over the video")
+            log.warning(warnings[-1])
+        all_clips = clip_indices(n, t, iv, clips)
+        windows: list[int] = []
+        if timeline:
+            window = int(window or self.default_window)
+            stride = int(stride or window)
+            windows = window_starts(n, window, stride)
+            if n < window:
+                warnings.append(f"{source.path}: {n} frames, shorter than the {window}-frame window; "
+                                f"one window, looped")
+                log.warning(warnings[-1])
+            if window < t:
+                log.info("window of %d frames < clip length %d: frames repeat within a window", window, t)
+            all_clips += [window_indices(s, window, t, n) for s in windows]
+
+        tic = time.perf_counter()
+        probs, thumbs = self.run_clips(source, all_clips, thumbs_for=set(range(clips, len(all_clips))))
+        elapsed = time.perf_counter() - tic
+        video_probs = probs[:clips].mean(axis=0)
+        k = min(topk, len(self.classes))
+        order = np.argsort(-video_probs, kind="stable")[:k]
+        result = {
+            "video": source.path,
+            "name": source.name,
+            "ok": True,
+            "kind": "frames.db" if is_frame_store(source.path) else "video",
+            "n_frames": n,
+            "fps": round(source.fps, 4),
+            "duration_s": round(source.duration, 3),
+            "clips": clips,
+            "clip_length": t,
+            "frame_interval": iv,
+            "looped": looped,
+            "top": [{"rank": r + 1, "index": int(i), "label": self.classes[i], "prob": float(video_probs[i])}
+                    for r, i in enumerate(order)],
+            "clips_per_s": round(len(all_clips) / elapsed, 2) if elapsed > 0 else None,
+            "warnings": warnings,
+        }
+        if timeline:
+            rows = []
+            for j, s in enumerate(windows):
+                p = probs[clips + j]
+                best = int(np.argmax(p))
+                end = min(s + window, n)
+                rows.append({"window": j, "start_frame": s, "end_frame": end,
+                             "start_s": round(s / source.fps, 3), "end_s": round(end / source.fps, 3),
+                             "index": best, "label": self.classes[best], "prob": float(p[best])})
+            result["timeline"] = rows
+            result["window"], result["stride"] = window, stride
+            result["_thumbs"] = [thumbs[clips + j] for j in range(len(windows))]
+        return result
+
+
+def _thumbnail(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = frame.shape[:2]
+    if h <= THUMB_HEIGHT:
+        return frame.copy()
+    return cv2.resize(frame, (max(1, round(w * THUMB_HEIGHT / h)), THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
+
+
+def save_timeline_png(result: dict, thumbs: Sequence[np.ndarray], path: str | os.PathLike,
+                      columns: int = 8) -> str:
+    """Draw the timeline as a grid of thumbnails (one per window: label, probability, time range) into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["timeline"]
+    cols = max(1, min(columns, len(rows)))
+    nrows = math.ceil(len(rows) / cols)
+    aspect = thumbs[0].shape[1] / thumbs[0].shape[0] if thumbs else 4 / 3
+    fig, axes = plt.subplots(nrows, cols, figsize=(cols * 1.6 * aspect, nrows * 2.1 + 0.5), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(set(r["index"] for r in rows)) <= 10 else "tab20")
+    colours: dict[int, tuple] = {}
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row, thumb in zip(axes.flat, rows, thumbs):
+        colour = colours.setdefault(row["index"], cmap(len(colours) % cmap.N))
+        ax.axis("on")
+        ax.imshow(thumb)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(4)
+        label = textwrap.shorten(row["label"], width=28, placeholder="...")
+        ax.set_title(f"{textwrap.fill(label, 16)}\n{row['prob']:.2f}", fontsize=7, color="black")
+        ax.set_xlabel(f"{row['start_s']:.2f}-{row['end_s']:.2f} s", fontsize=7)
+    if len(colours) > 1:
+        from matplotlib.patches import Patch
+
+        names = {r["index"]: r["label"] for r in rows}
+        fig.legend(handles=[Patch(color=c, label=names[i]) for i, c in colours.items()], loc="lower center",
+                   ncol=min(len(colours), 6), fontsize=7, frameon=False)
+    fig.suptitle(f"{result['name']}: window {result['window']} frames, stride {result['stride']} "
+                 f"({result['fps']:g} fps)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.06 if len(colours) > 1 else 0, 1, 1))
+    path = str(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def timeline_png_path(video: str, out: str | os.PathLike | None) -> Path:
+    """Where the strip of `video` goes: ``<dir of out>/<out stem>.<video name>.timeline.png`` (cwd without out)."""
+    p = Path(video)
+    name = p.parent.name if p.name == "frames.db" else (p.name if p.is_dir() else p.stem)
+    if out is None:
+        return Path(f"{name}.timeline.png")
+    out = Path(out)
+    if out.suffix == "":  # a folder
+        return out / f"{name}.timeline.png"
+    return out.parent / f"{out.stem}.{name}.timeline.png"
+
+
+def predict_videos(checkpoint_path: str | os.PathLike, videos: Sequence[str | os.PathLike], topk: int = 5,
+                   clips: int = DEFAULT_CLIPS, timeline: bool = False, window: int | None = None,
+                   stride: int | None = None, out: str | os.PathLike | None = None, device: str | None = "cpu",
+                   batch_size: int = 8, predictor: Predictor | None = None) -> list[dict]:
+    """Predict each video in `videos` (raw files or frames.db folders); one failure never stops the others.
+
+    Each result dict has ``video``, ``ok`` and, when ``ok``: ``name``, ``n_frames``, ``fps``, ``duration_s``,
+    ``looped``, ``top`` (list of ``{rank, index, label, prob}``), ``warnings`` and with `timeline` also
+    ``timeline`` (list of ``{window, start_frame, end_frame, start_s, end_s, index, label, prob}``) and
+    ``timeline_png`` (the strip, next to `out`: a ``.json`` file path or a folder). A failed video has
+    ``ok=False`` and ``error``. Raises ``CheckpointLoadError`` if the checkpoint itself is unusable.
+    """
+    if clips < 1 or topk < 1:
+        raise ValueError(f"clips and topk must be >= 1, got {clips} and {topk}")
+    predictor = predictor or Predictor.from_checkpoint(checkpoint_path, device, batch_size=batch_size)
+    results = []
+    for video in videos:
+        video = str(video)
+        try:
+            with open_source(video, predictor.transform.min_short_side) as source:
+                result = predictor.predict(source, clips=clips, topk=topk, timeline=timeline, window=window,
+                                           stride=stride)
+            result["warnings"] = predictor.loaded.warnings + result["warnings"]
+            if timeline:
+                thumbs = result.pop("_thumbs")
+                result["timeline_png"] = save_timeline_png(result, thumbs, timeline_png_path(video, out))
+        except (VideoSourceError, ValueError, OSError) as e:
+            log.error("%s", e)
+            result = {"video": video, "ok": False, "error": str(e)}
+        results.append(result)
+    return results
+
+
+def format_result(result: dict) -> str:
+    """Human-readable text for one result: the top-k table and, if present, the timeline table."""
+    if not result["ok"]:
+        return f"FAILED: {result['error']}\n"
+    lines = [f"{result['video']}  ({result['n_frames']} frames, {result['fps']:g} fps, {result['duration_s']:.2f} s;"
+             f" {result['clips']} clip(s) of {result['clip_length']} frames every {result['frame_interval']}"
+             f"{', looped' if result['looped'] else ''})"]
+    width = max(len(r["label"]) for r in result["top"])
+    lines += [f"  {r['rank']:>2}. {r['label']:<{width}}  {r['prob']:.4f}" for r in result["top"]]
+    if "timeline" in result:
+        rows = result["timeline"]
+        width = max(5, max(len(r["label"]) for r in rows))
+        lines.append(f"  timeline: {len(rows)} window(s) of {result['window']} frames, stride {result['stride']}")
+        lines.append(f"  {'#':>4}  {'start':>8}  {'end':>8}  {'label':<{width}}  prob")
+        lines += [f"  {r['window']:>4}  {r['start_s']:>7.2f}s  {r['end_s']:>7.2f}s  {r['label']:<{width}}  "
+                  f"{r['prob']:.3f}" for r in rows]
+        lines.append(f"  timeline strip: {result['timeline_png']}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="raw video files or converted frames.db folders")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by the trainer (*.pth)")
+    p.add_argument("--topk", type=int, default=5, help="classes to show per video")
+    p.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="evenly spaced clips averaged per video")
+    p.add_argument("--timeline", action="store_true", help="also predict sliding windows over each video")
+    p.add_argument("--window", type=int, default=None,
+                   help="timeline window in frames (default: clip_length x frame_interval of the checkpoint)")
+    p.add_argument("--stride", type=int, default=None, help="timeline stride in frames (default: the window)")
+    p.add_argument("--out", default=None,
+                   help="write the results as JSON to this file; timeline PNGs go next to it (or into it if it "
+                        "is a folder); without it PNGs go to the current folder")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--log-file", default=None)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tools._cli import die, setup_logging
+
+    args = parse_args(argv)
+    setup_logging(log_file=args.log_file)
+    if args.topk < 1 or args.clips < 1 or args.batch_size < 1:
+        die("--topk, --clips and --batch-size must be >= 1")
+    if (args.window is not None and args.window < 1) or (args.stride is not None and args.stride < 1):
+        die("--window and --stride must be >= 1 frame")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size)
+    except (CheckpointLoadError, ValueError) as e:
+        die(str(e))
+    log.info("%s: %s, %d classes, clips of %d frames every %d, crop %s", args.checkpoint, predictor.loaded.network,
+             len(predictor.classes), predictor.clip_length, predictor.frame_interval,
+             predictor.loaded.preprocess.get("crop_size"))
+    results = predict_videos(args.checkpoint, args.videos, topk=args.topk, clips=args.clips, timeline=args.timeline,
+                             window=args.window, stride=args.stride, out=args.out, predictor=predictor)
+    if args.out and Path(args.out).suffix:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        log.info("results written to %s", args.out)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print("\n".join(format_result(r) for r in results), end="")
+    failed = [r["video"] for r in results if not r["ok"]]
+    if failed:
+        log.error("%d of %d video(s) failed: %s", len(failed), len(results), ", ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

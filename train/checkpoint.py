@@ -1,0 +1,174 @@
+"""Training checkpoints: atomic save, validated load, RNG capture, and model rebuilding for inference tools.
+
+File layout (docs/ARCHITECTURE.md): `<model-dir>/<network>_ep-<epoch:04d>.pth` and `<model-dir>/<network>_best.pth`,
+each a dict with `format == "videotrain-ckpt-1"`. Everything stored is loadable with `weights_only=True`
+(tensors, numbers, strings, lists, dicts, tuples), so loading a checkpoint never runs pickled code.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+FORMAT = "videotrain-ckpt-1"
+REQUIRED_KEYS = ("format", "network", "num_classes", "classes", "model_kwargs", "preprocess", "model", "epoch")
+PREPROCESS_KEYS = ("clip_length", "crop_size", "resize_short", "frame_interval", "mean", "std")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, of another format or of another model (one-line message)."""
+
+
+def checkpoint_path(model_dir: str | os.PathLike, network: str, epoch: int) -> Path:
+    return Path(model_dir) / f"{network}_ep-{epoch:04d}.pth"
+
+
+def best_checkpoint_path(model_dir: str | os.PathLike, network: str) -> Path:
+    return Path(model_dir) / f"{network}_best.pth"
+
+
+def list_checkpoints(model_dir: str | os.PathLike, network: str) -> dict[int, Path]:
+    """Epoch -> path of the per-epoch checkpoints of `network` in `model_dir`."""
+    pattern = re.compile(rf"^{re.escape(network)}_ep-(\d+)\.pth$")
+    found = {}
+    if Path(model_dir).is_dir():
+        for p in Path(model_dir).iterdir():
+            m = pattern.match(p.name)
+            if m:
+                found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write `state` to `path` atomically: a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash mid-write leaves the previous file (if any) intact and no half-written checkpoint under `path`.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def validate_checkpoint(ckpt: Any, path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:
+    """Check the structure of a loaded checkpoint; raises `CheckpointError` naming the problem."""
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a training checkpoint (a {type(ckpt).__name__}, expected a dict)")
+    if ckpt.get("format") != FORMAT:
+        hint = " (a bare state_dict or another tool's file: use --pretrained-3d to load its weights)"
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint{hint}")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    if not isinstance(ckpt["model"], dict) or not ckpt["model"]:
+        raise CheckpointError(f"{path}: checkpoint holds no model weights")
+    if len(ckpt["classes"]) != ckpt["num_classes"]:
+        raise CheckpointError(f"{path}: {len(ckpt['classes'])} class names for {ckpt['num_classes']} classes")
+    lacking = [k for k in PREPROCESS_KEYS if k not in ckpt["preprocess"]]
+    if lacking:
+        raise CheckpointError(f"{path}: preprocess lacks {', '.join(lacking)}")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint written by `save_checkpoint` (safe: `weights_only=True`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated/garbage files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({reason[:160]})") from None
+    return validate_checkpoint(ckpt, path)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module inside DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def model_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without `module.`/`_orig_mod.` prefixes, on the CPU."""
+    return {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and (if present) CUDA generator states, in weights_only-loadable types."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of `capture_rng_state` (missing parts are left alone)."""
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                             n["cached_gaussian"]))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_same_model(ckpt: dict[str, Any], network: str, num_classes: int, path: str | os.PathLike) -> None:
+    """Raise `CheckpointError` unless `ckpt` was trained for this network and number of classes."""
+    if ckpt["network"] != network:
+        raise CheckpointError(f"{path}: checkpoint of network {ckpt['network']!r}, not {network!r}")
+    if ckpt["num_classes"] != num_classes:
+        raise CheckpointError(f"{path}: checkpoint has {ckpt['num_classes']} classes, the dataset has "
+                              f"{num_classes}")
+
+
+def build_model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu",
+                                ) -> tuple[nn.Module, list[str], dict[str, Any]]:
+    """Rebuild the trained model (eval mode) from a loaded checkpoint: `(model, classes, preprocess)`."""
+    import network
+
+    validate_checkpoint(ckpt)
+    name = ckpt["network"]
+    try:
+        model = network.build_model(name, ckpt["num_classes"], **ckpt["model_kwargs"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"checkpoint of network {name!r} cannot be rebuilt: {e}") from None
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise CheckpointError(f"checkpoint weights do not fit network {name!r}: {first[:200]}") from None
+    model.to(device).eval()
+    return model, list(ckpt["classes"]), dict(ckpt["preprocess"])

@@ -1,0 +1,283 @@
+"""The training loop: epochs of (read, forward, backward) with callbacks, validation and resumable state.
+
+The train loader comes from a factory called once per epoch, `loader_for_epoch(epoch) -> (loader, info)`, so
+that multigrid training can change the batch shape between epochs (and rebuild workers only then); `info` may
+carry `lr_scale` (multiplies the lr) and `shape`/`cycle` text for the logs. A plain run uses a factory that
+returns the same loader every epoch (`train.loaders.FixedLoader`).
+
+Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so an epoch's data order,
+augmentation and dropout depend only on those: resuming from a checkpoint continues exactly as an
+uninterrupted run would (the RNG states are also stored in the checkpoint and restored).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.callbacks import CallbackList
+from train.checkpoint import capture_rng_state, model_state_dict, restore_rng_state, unwrap_model
+from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_reduce_sum
+from train.lr_schedule import StepLRSchedule
+from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
+from train.precision import NonFiniteGuard, Precision
+
+log = logging.getLogger(__name__)
+
+
+class LoaderFactory(Protocol):
+    """Gives the train loader for an epoch and remembers its position for resume."""
+
+    def __call__(self, epoch: int) -> tuple[Iterable, dict[str, Any]]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one epoch on one rank (distinct for every (epoch, rank) pair below 1000 ranks)."""
+    return seed * 1_000_003 + epoch * 1000 + rank
+
+
+def _sync(device: torch.device) -> None:
+    # Kernel launches are asynchronous: without this a timer measures the launch, not the work.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reseed_loader(loader: Iterable, seed: int) -> None:
+    """Re-seed a DataLoader's own generator (if it has one) so that its shuffle depends on `seed` only."""
+    gen = getattr(loader, "generator", None)
+    if isinstance(gen, torch.Generator):
+        gen.manual_seed(seed)
+    sampler = getattr(loader, "sampler", None)
+    sgen = getattr(sampler, "generator", None)
+    if isinstance(sgen, torch.Generator) and sgen is not gen:
+        sgen.manual_seed(seed)
+
+
+def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(clips, labels, video_index or None) from a collated batch."""
+    if isinstance(batch, dict):
+        return batch["clips"], batch["labels"], batch.get("video_index")
+    clips, labels = batch[0], batch[1]
+    return clips, labels, (batch[2] if len(batch) > 2 else None)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, num_videos: int, num_classes: int,
+             device: torch.device, precision: Precision | None = None,
+             criterion: Callable | None = None, dist_info: DistInfo | None = None,
+             max_batches: int | None = None, progress: bool = False) -> EvalResult:
+    """Clip@1/5, video@1/5 (softmax averaged over each video's clips), loss and confusion matrix.
+
+    With `dist_info.distributed`, each rank must see a disjoint shard of the clips (`ShardSampler`); the
+    per-video sums are all-reduced so every rank returns the same, exact result.
+    """
+    model.eval()
+    criterion = criterion or nn.CrossEntropyLoss()
+    acc = VideoAccumulator(num_videos, num_classes)
+    batches: Iterable = loader
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc="evaluate", unit="batch", leave=False)
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        clips, labels, video_index = _unpack(batch)
+        if video_index is None:
+            raise ValueError("evaluation batches must carry the video index of each clip")
+        clips = clips.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with precision.autocast() if precision else contextlib.nullcontext():
+            logits = model(clips)
+        logits = logits.float()
+        loss = criterion(logits, labels)
+        acc.add(logits, labels, video_index, float(loss))
+    if dist_info is not None and dist_info.distributed:
+        acc.reduce(lambda t: all_reduce_sum(t, dist_info), lambda t: all_reduce_max(t, dist_info))
+    return acc.result()
+
+
+class Trainer:
+    """Runs `fit()` over epochs `start_epoch..end_epoch` (1-based, inclusive) and calls the callbacks.
+
+    Public state read by callbacks: `epoch`, `end_epoch`, `start_epoch`, `num_batches`, `loader_info`,
+    `dist`, `history` (per-epoch dicts), `stop_training` (set it to end after the current epoch).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader_for_epoch: LoaderFactory,
+                 *, scheduler: StepLRSchedule, end_epoch: int, val_loader: Iterable | None = None,
+                 num_val_videos: int = 0, num_classes: int = 0, criterion: nn.Module | None = None,
+                 precision: Precision | None = None, dist_info: DistInfo | None = None,
+                 callbacks: CallbackList | None = None, start_epoch: int = 1, seed: int = 0,
+                 max_batches: int | None = None, val_frequency: int = 1, max_nonfinite: int = 5) -> None:
+        self.dist = dist_info or DistInfo()
+        self.device = self.dist.device
+        self.model = model
+        self.optimizer = optimizer
+        self.loader_for_epoch = loader_for_epoch
+        self.scheduler = scheduler
+        self.val_loader = val_loader
+        self.num_val_videos = num_val_videos
+        self.num_classes = num_classes
+        self.criterion = criterion or nn.CrossEntropyLoss()
+        self.precision = precision or Precision("fp32", self.device)
+        self.callbacks = callbacks or CallbackList([])
+        self.start_epoch = start_epoch
+        self.end_epoch = end_epoch
+        self.seed = seed
+        self.max_batches = max_batches
+        self.val_frequency = max(1, val_frequency)
+        self.guard = NonFiniteGuard(max_nonfinite)
+        self.epoch = start_epoch
+        self.num_batches = 0
+        self.loader_info: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+        self.stop_training = False
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from `start_epoch` to `end_epoch`; returns the per-epoch history (train and val figures)."""
+        self.callbacks.on_train_begin(self, {})
+        for epoch in range(self.start_epoch, self.end_epoch + 1):
+            self.epoch = epoch
+            logs: dict[str, Any] = {"epoch": epoch, "train": self.train_epoch(epoch)}
+            if self.val_loader is not None and (epoch % self.val_frequency == 0 or epoch == self.end_epoch):
+                start = time.perf_counter()
+                result = self.validate()
+                val = result.as_dict()
+                val["seconds"] = time.perf_counter() - start
+                val["clips_per_s"] = result.clips / max(val["seconds"], 1e-9)
+                logs["val"] = val
+                self.callbacks.on_validation_end(self, {"epoch": epoch, "val": val, "result": result})
+            logs["lr"] = self.scheduler.current_lr
+            self.history.append(logs)
+            self.callbacks.on_epoch_end(self, epoch, logs)
+            if self.stop_training:
+                log.info("training stopped after epoch %d", epoch)
+                break
+        self.callbacks.on_train_end(self, {"history": self.history})
+        return self.history
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch over the loader the factory gives for `epoch`; returns sample-weighted figures."""
+        seed = epoch_seed(self.seed, epoch, self.dist.rank)
+        seed_everything(seed)
+        loader, info = self.loader_for_epoch(epoch)
+        # The loader's shuffle must not depend on the rank (DistributedSampler shards a common order).
+        _reseed_loader(loader, epoch_seed(self.seed, epoch, 0))
+        self.loader_info = dict(info)
+        self.num_batches = len(loader) if self.max_batches is None else min(len(loader), self.max_batches)
+        lr_scale = float(info.get("lr_scale", 1.0))
+        self.model.train()
+        self.callbacks.on_epoch_begin(self, epoch, {"info": self.loader_info, "num_batches": self.num_batches})
+        sums = ClassificationSums()
+        epoch_start = time.perf_counter()
+        t_end = epoch_start
+        for i, batch in enumerate(loader):
+            if i >= self.num_batches:
+                break
+            t_read = time.perf_counter() - t_end
+            clips, labels, _ = _unpack(batch)
+            progress = (epoch - 1) + i / max(self.num_batches, 1)
+            lr = self.scheduler.step(progress, lr_scale)
+            logs: dict[str, Any] = {"epoch": epoch, "batch": i, "lr": lr, "shape": tuple(clips.shape),
+                                    "batch_size": int(clips.shape[0]), "cycle": self._cycle(i, info)}
+            self.callbacks.on_batch_begin(self, i, logs)
+
+            t0 = time.perf_counter()
+            clips = clips.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            with self.precision.autocast():
+                logits = self.model(clips)
+                loss = self.criterion(logits.float(), labels)
+            _sync(self.device)
+            t1 = time.perf_counter()
+
+            # Every rank must agree, or DDP would wait forever for the gradients of a rank that skipped.
+            finite = all_ranks_true(bool(torch.isfinite(loss).item()), self.dist)
+            stepped = False
+            if self.guard.check(finite, f"epoch {epoch} batch {i}"):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.precision.backward(loss)
+                stepped = self.precision.step(self.optimizer)
+                if not stepped:
+                    log.warning("epoch %d batch %d: gradients overflowed in fp16, step skipped (scale %.0f)",
+                                epoch, i, self.precision.scaler.get_scale())
+            _sync(self.device)
+            t2 = time.perf_counter()
+
+            if finite:
+                c1, c5 = sums.update(logits, labels, loss.item())
+                n = labels.shape[0]
+                logs.update(loss=loss.item(), top1=100.0 * c1 / n, top5=100.0 * c5 / n)
+            logs.update(finite=finite, stepped=stepped, time_read=t_read, time_forward=t1 - t0,
+                        time_backward=t2 - t1, epoch_loss=sums.summary()["loss"] if sums.count else float("nan"),
+                        epoch_top1=sums.summary()["top1"] if sums.count else float("nan"),
+                        epoch_top5=sums.summary()["top5"] if sums.count else float("nan"))
+            self.callbacks.on_batch_end(self, i, logs)
+            t_end = time.perf_counter()
+
+        seconds = time.perf_counter() - epoch_start
+        total = ClassificationSums.from_tensor(all_reduce_sum(sums.as_tensor(), self.dist))
+        out = total.summary()
+        out["seconds"] = seconds
+        out["clips_per_s"] = total.count / max(seconds, 1e-9)
+        out["nonfinite"] = self.guard.total
+        return out
+
+    def validate(self) -> EvalResult:
+        """Evaluate on the validation loader (all ranks take part; every rank gets the reduced result)."""
+        # The bare module: DDP's forward would broadcast buffers, and shards may differ in length by a batch.
+        return evaluate(unwrap_model(self.model), self.val_loader, self.num_val_videos, self.num_classes, self.device,
+                        self.precision, self.criterion, self.dist, self.max_batches)
+
+    @staticmethod
+    def _cycle(batch_index: int, info: dict[str, Any]) -> int | None:
+        # The short-cycle batch sampler restarts every epoch and visits its shapes in turn.
+        crops = info.get("short_crops")
+        return batch_index % len(crops) if crops else None
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue after the current epoch."""
+        factory_state = self.loader_for_epoch.state_dict() if hasattr(self.loader_for_epoch, "state_dict") else {}
+        return {
+            "model": model_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.state_dict(),
+            "epoch": self.epoch,
+            "multigrid": factory_state,
+            "rng": capture_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; training then continues with epoch `state['epoch'] + 1`."""
+        unwrap_model(self.model).load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("scaler") or {})
+        if state.get("multigrid") and hasattr(self.loader_for_epoch, "load_state_dict"):
+            self.loader_for_epoch.load_state_dict(state["multigrid"])
+        if state.get("rng"):
+            restore_rng_state(state["rng"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.epoch = self.start_epoch
