@@ -234,14 +234,16 @@ def test_timeline_window_matches_clip_prediction(tmp_path):
     """A window equal to the training clip span, placed where the single eval clip is, gives the same output."""
     video = write_video(tmp_path / "v.mp4", n_frames=16)
     ckpt = make_checkpoint(tmp_path / "m.pth", clip_length=8, frame_interval=2)
-    (r,) = predict.predict_videos(ckpt, [video], topk=4, clips=1, timeline=True)
+    (r,) = predict.predict_videos(ckpt, [video], topk=4, clips=1, timeline=True, out=tmp_path)
+    assert Path(r["timeline_png"]) == tmp_path / "v.timeline.png"
     assert r["window"] == r["stride"] == 16 and len(r["timeline"]) == 1  # default window: T x interval
     row = r["timeline"][0]
     assert row["index"] == r["top"][0]["index"] and row["prob"] == pytest.approx(r["top"][0]["prob"], abs=1e-6)
 
 
 def test_window_helpers():
-    assert predict.window_starts(100, 32, 16) == [0, 16, 32, 48, 64]
+    assert predict.window_starts(100, 32, 16) == [0, 16, 32, 48, 64, 68]  # the last one ends on frame 99
+    assert predict.window_starts(96, 32, 16) == [0, 16, 32, 48, 64]
     assert predict.window_starts(20, 32, 16) == [0]
     assert predict.window_indices(10, 16, 8, 100).tolist() == [10, 12, 14, 16, 18, 20, 22, 24]
     assert predict.window_indices(0, 16, 8, 5).tolist() == [0, 2, 4, 1, 3, 0, 2, 4]  # loops in short videos
@@ -260,10 +262,12 @@ def test_assemble_clips_frees_frames(tmp_path):
 def test_short_video_loops_with_warning(tmp_path, caplog):
     video = write_video(tmp_path / "short.mp4", n_frames=6)
     ckpt = make_checkpoint(tmp_path / "m.pth", clip_length=8, frame_interval=2)
-    (r,) = predict.predict_videos(ckpt, [video], topk=1, clips=2)
+    (r,) = predict.predict_videos(ckpt, [video], topk=1, clips=2, timeline=True, out=tmp_path)
     assert r["ok"] and r["looped"] and r["n_frames"] == 6
     assert any("shorter than one clip" in w for w in r["warnings"])
     assert "loops" in caplog.text
+    (row,) = r["timeline"]  # one (looped) window over the whole video
+    assert (row["start_frame"], row["end_frame"], row["end_s"]) == (0, 6, pytest.approx(6 / 25))
 
 
 def test_checkpoint_without_class_names(tmp_path, caplog):
@@ -295,7 +299,7 @@ def test_cli_table_output(tmp_path, capsys):
     assert predict.main(["--checkpoint", str(ckpt), "--topk", "3", "--clips", "1", "--timeline", "--window", "8",
                          "--out", str(tmp_path / "res.json"), str(video)]) == 0
     text = capsys.readouterr().out
-    assert "v.mp4" in text and "timeline: 2 window(s) of 8 frames" in text and " 3. " in text
+    assert "v.mp4" in text and "timeline: 3 window(s) of 8 frames" in text and " 3. " in text  # 0, 8, 12
     saved = json.loads((tmp_path / "res.json").read_text())
     assert saved[0]["timeline_png"] == str(tmp_path / "res.v.timeline.png")
 

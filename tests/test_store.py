@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 
 from data import store
-from data.store import (FrameStoreError, ReaderCache, VideoReader, encode_jpeg, get_reader, open_video,
-                        read_n_frames, reduce_for, write_frames_db)
+from data.store import (
+    FrameStoreError,
+    ReaderCache,
+    VideoReader,
+    encode_jpeg,
+    get_reader,
+    open_video,
+    read_n_frames,
+    reduce_for,
+    write_frames_db,
+)
 from tests.videos_util import frame_value, frame_values, make_frames, make_legacy_store, make_store
 
 

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.labels import VIDEO_EXTENSIONS, Sample, assign_val_split, safe_video_dir, write_classes, write_labels
-from data.store import DB_NAME, N_FRAMES_NAME, TMP_NAME, VideoReader, write_frames_db
+from data.store import DB_NAME, N_FRAMES_NAME, PAGE_SIZE, TMP_NAME, VideoReader, write_frames_db
 from tools._cli import die, setup_logging
 
 log = logging.getLogger("tools.convert")
@@ -72,6 +72,7 @@ class Job:
     fps: float | None = None
     overwrite: bool = False
     threads: int = 1
+    page_size: int | None = None
 
 
 @dataclass
@@ -264,7 +265,7 @@ def convert_video(job: Job) -> Result:
             yield first
             yield from frames
 
-        n = write_frames_db(job.out_dir, all_frames(), meta)
+        n = write_frames_db(job.out_dir, all_frames(), meta, page_size=job.page_size)
         nbytes = (Path(job.out_dir) / DB_NAME).stat().st_size
         return Result(job, "converted", frames=n, bytes=nbytes, seconds=time.perf_counter() - start,
                       warnings=warnings)
@@ -353,6 +354,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality 1-100")
     p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: native)")
     p.add_argument("--overwrite", action="store_true", help="convert again even if complete and unchanged")
+    p.add_argument("--page-size", type=int, default=PAGE_SIZE, help="SQLite page size of new databases")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class marked 'val' in all.csv")
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic train/val assignment")
     p.add_argument("--log-file", default=None, help="also append the log to this file")
@@ -371,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         die(f"--quality must be in 1..100, got {args.quality}")
     if args.fps is not None and not args.fps > 0:
         die(f"--fps must be positive, got {args.fps}")
+    if args.page_size not in (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
+        die(f"--page-size must be a power of two in 512..65536, got {args.page_size}")
     if not 0 <= args.val_fraction < 1:
         die(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     workers = max(1, args.workers)
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             failures.append((str(path), str(e)))
             continue
         jobs.append(Job(str(path), label, video_id, str(out_dir), args.short_side, args.quality, args.fps,
-                        args.overwrite, threads=1 if workers > 1 else 0))
+                        args.overwrite, threads=1 if workers > 1 else 0, page_size=args.page_size))
     args.root.mkdir(parents=True, exist_ok=True)
     log.info("converting %d videos from %s into %s with %d worker(s)", len(jobs), args.videos, args.root, workers)
 

@@ -7,10 +7,12 @@
 1. `tools.synthetic` renders videos whose classes differ only in the direction of motion (time-reversal
    pairs: left/right, up/down, clockwise/anticlockwise, grow/shrink), so a model that ignores frame order
    cannot beat chance within a pair (its ceiling is 2/K over K classes).
-2. `tools.convert` writes them into the SQLite frame store with labels (train/val split per class).
-3. The trainer (`train.cli`) trains the network on CPU-sized clips with live logs.
-4. `tools.evaluate` scores the best checkpoint (chosen on val) on the held-out split: clip@1, video@1,
-   per-class accuracy, confusion matrix.
+2. `tools.convert` writes them into the SQLite frame store with labels; the demo splits each class into
+   train / val / test (`labels/demo.csv`).
+3. The trainer (`train.cli`) trains the network on CPU-sized clips with live logs; the best checkpoint is
+   chosen on val.
+4. `tools.evaluate` scores that checkpoint on the held-out test split, never seen in training or selection:
+   clip@1, video@1, per-class accuracy, confusion matrix.
 Generated data is reused by later runs with the same settings (`demo_data/`); results go to `demo_runs/<network>/`.
 """
 from __future__ import annotations
@@ -38,11 +40,11 @@ class DemoConfig:
     """Data and training settings of the demo (the full one is tuned to finish in < 15 min on 2 CPU cores)."""
 
     classes: int = 8
-    videos_per_class: int = 40
+    videos_per_class: int = 50
     frames: int = 32
     size: str = "72x96"  # HxW of the rendered videos, stored as is
     seed: int = 0
-    val_fraction: float = 0.25
+    held_out: float = 0.4  # share of each class for val + test (half each)
     clip_length: int = 8
     clip_size: int = 64
     frame_interval: tuple[int, ...] = (2,)
@@ -52,19 +54,21 @@ class DemoConfig:
     end_epoch: int = 8
     warmup_epochs: float = 0.5
     workers: int = 1
-    val_clips_per_video: int = 3
+    val_clips_per_video: int = 1  # during training (model selection)
+    test_clips_per_video: int = 3  # final held-out evaluation
     width_mult: float | None = None
 
     def data_key(self) -> dict:
         """Settings the generated data depends on (a change regenerates it)."""
         return {k: getattr(self, k) for k in ("classes", "videos_per_class", "frames", "size", "seed",
-                                               "val_fraction")}
+                                               "held_out")}
 
 
 FULL = DemoConfig()
-QUICK = DemoConfig(classes=4, videos_per_class=4, frames=16, size="40x48", clip_length=8, clip_size=32,
-                   batch_size=4, lr_steps=(), end_epoch=1, warmup_epochs=0.0, workers=0, val_clips_per_video=2,
+QUICK = DemoConfig(classes=4, videos_per_class=5, frames=16, size="40x48", clip_length=8, clip_size=32,
+                   batch_size=4, lr_steps=(), end_epoch=1, warmup_epochs=0.0, workers=0, test_clips_per_video=2,
                    width_mult=0.125)
+LABELS = "demo.csv"
 # Model arguments the demo needs per network: MiCT v2 (temporal stride 4) accepts 8-frame clips.
 MODEL_ARGS = {"mict_resnet18": ["version=v2"], "mict_resnet34": ["version=v2"]}
 TARGET_VIDEO_TOP1 = 90.0
@@ -72,7 +76,7 @@ TARGET_VIDEO_TOP1 = 90.0
 
 def train_argv(cfg: DemoConfig, network: str, store: Path, run_dir: Path) -> list[str]:
     """The trainer arguments of the demo (also what `train_demo.py` uses by default)."""
-    argv = ["--dataset", str(store), "--network", network, "--model-dir", str(run_dir),
+    argv = ["--dataset", str(store), "--labels", LABELS, "--network", network, "--model-dir", str(run_dir),
             "--clip-length", str(cfg.clip_length), "--clip-size", str(cfg.clip_size),
             "--train-frame-interval", *map(str, cfg.frame_interval), "--val-frame-interval", str(cfg.frame_interval[0]),
             "--batch-size", str(cfg.batch_size), "--lr-base", str(cfg.lr_base), "--end-epoch", str(cfg.end_epoch),
@@ -113,10 +117,29 @@ def prepare_data(cfg: DemoConfig, data_dir: Path, workers: int) -> Path:
     _run_tool("tools.synthetic", [videos, "--classes", cfg.classes, "--videos-per-class", cfg.videos_per_class,
                                   "--seed", cfg.seed, "--frames", cfg.frames, "--size", cfg.size,
                                   "--workers", workers])
-    _run_tool("tools.convert", [videos, store, "--workers", workers, "--val-fraction", cfg.val_fraction,
+    _run_tool("tools.convert", [videos, store, "--workers", workers, "--val-fraction", cfg.held_out,
                                 "--seed", cfg.seed])
+    split_test(store / "labels" / "all.csv", store / "labels" / LABELS)
     marker.write_text(json.dumps(key) + "\n")  # last: an interrupted preparation is redone
     return store
+
+
+def split_test(all_csv: Path, out_csv: Path) -> dict[str, int]:
+    """Copy `all_csv` to `out_csv` with every second held-out ('val') video of each class moved to 'test'."""
+    from data.labels import Sample, read_labels, write_labels
+
+    samples, seen = [], {}
+    for s in read_labels(all_csv):
+        if s.split == "val":
+            k = seen[s.label] = seen.get(s.label, 0) + 1
+            if k % 2 == 0:
+                s = Sample(s.video_id, s.label, "test", s.time_start, s.time_end)
+        samples.append(s)
+    write_labels(out_csv, samples)
+    counts = {sp: sum(s.split == sp for s in samples) for sp in ("train", "val", "test")}
+    log.info("%s: %d train, %d val (model selection), %d test (held out) videos", out_csv, counts["train"],
+             counts["val"], counts["test"])
+    return counts
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -168,9 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t = time.perf_counter()
     checkpoint = result.best_path or result.last_path
-    ev, classes = evaluate_checkpoint(checkpoint, store, split="val", clips_per_video=cfg.val_clips_per_video,
-                                      batch_size=cfg.batch_size, workers=cfg.workers)
-    outputs = write_outputs(ev, classes, run_dir, "val", checkpoint, cfg.val_clips_per_video)
+    ev, classes = evaluate_checkpoint(checkpoint, store, labels=LABELS, split="test",
+                                      clips_per_video=cfg.test_clips_per_video, batch_size=cfg.batch_size,
+                                      workers=cfg.workers)
+    outputs = write_outputs(ev, classes, run_dir, "test", checkpoint, cfg.test_clips_per_video)
     timings["evaluate"] = time.perf_counter() - t
 
     # ---- Issue 6 (predict on raw videos) appends its step here: `checkpoint`, `store` and the raw videos in
@@ -178,9 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     total = time.perf_counter() - started
     print()
-    print(f"== demo: {args.network} on {cfg.classes} synthetic motion classes "
+    print(f"== demo: {args.network} on the held-out test split, {cfg.classes} synthetic motion classes "
           f"(chance {100 / cfg.classes:.1f}%, frame-order-blind ceiling {200 / cfg.classes:.1f}%) ==")
-    print(format_report(ev, classes, cfg.val_clips_per_video))
+    print(format_report(ev, classes, cfg.test_clips_per_video))
     print(f"time: data {timings['data']:.0f}s, train {timings['train']:.0f}s, evaluate {timings['evaluate']:.0f}s, "
           f"total {total:.0f}s")
     print(f"checkpoint:  {checkpoint}")

@@ -133,15 +133,19 @@ def clip_indices(n_frames: int, clip_length: int, frame_interval: int, clips: in
 
 
 def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
-    """First frames of the sliding windows: ``0, stride, ...`` while a whole window fits (one window if none does).
+    """First frames of the sliding windows: ``0, stride, 2 * stride, ...`` while a whole window fits, plus one
+    window ending on the last frame if the strided ones stop short of it (so the whole video is covered).
 
-    ``(n_frames - window) // stride + 1`` windows; frames after the last whole window are not covered.
+    A video shorter than the window gets one window at 0 (its frames loop).
     """
     if window < 1 or stride < 1:
         raise ValueError(f"window and stride must be >= 1 frame, got {window} and {stride}")
     if n_frames <= window:
         return [0]
-    return list(range(0, n_frames - window + 1, stride))
+    starts = list(range(0, n_frames - window + 1, stride))
+    if starts[-1] + window < n_frames:
+        starts.append(n_frames - window)
+    return starts
 
 
 def window_indices(start: int, window: int, clip_length: int, n_frames: int) -> np.ndarray:
@@ -344,7 +348,7 @@ def timeline_png_path(video: str, out: str | os.PathLike | None) -> Path:
 
 def predict_videos(checkpoint_path: str | os.PathLike, videos: Sequence[str | os.PathLike], topk: int = 5,
                    clips: int = DEFAULT_CLIPS, timeline: bool = False, window: int | None = None,
-                   stride: int | None = None, out: str | os.PathLike | None = None, device: str | None = "cpu",
+                   stride: int | None = None, out: str | os.PathLike | None = None, device: str | None = "auto",
                    batch_size: int = 8, predictor: Predictor | None = None) -> list[dict]:
     """Predict each video in `videos` (raw files or frames.db folders); one failure never stops the others.
 
@@ -352,7 +356,8 @@ def predict_videos(checkpoint_path: str | os.PathLike, videos: Sequence[str | os
     ``looped``, ``top`` (list of ``{rank, index, label, prob}``), ``warnings`` and with `timeline` also
     ``timeline`` (list of ``{window, start_frame, end_frame, start_s, end_s, index, label, prob}``) and
     ``timeline_png`` (the strip, next to `out`: a ``.json`` file path or a folder). A failed video has
-    ``ok=False`` and ``error``. Raises ``CheckpointLoadError`` if the checkpoint itself is unusable.
+    ``ok=False`` and ``error``. `device`: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``; `predictor`
+    reuses an already loaded model. Raises ``CheckpointLoadError`` if the checkpoint itself is unusable.
     """
     if clips < 1 or topk < 1:
         raise ValueError(f"clips and topk must be >= 1, got {clips} and {topk}")

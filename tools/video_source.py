@@ -53,8 +53,9 @@ class VideoSource(ABC):
         """Length in seconds, ``n_frames / fps``."""
         return self.n_frames / self.fps
 
+    @abstractmethod
     def close(self) -> None:
-        """Release file handles (a no-op where nothing stays open)."""
+        """Release file handles."""
 
     def __enter__(self) -> VideoSource:
         return self
@@ -136,6 +137,9 @@ class PyAVSource(VideoSource):
                     "stands in for frames %d..%d", self.path, decoded, self.n_frames, wanted[pos], wanted[-1])
         for i in wanted[pos:]:
             yield i, last_rgb
+
+    def close(self) -> None:
+        pass  # the file is opened per decoding pass, nothing stays open
 
 
 class FrameStoreSource(VideoSource):

@@ -135,6 +135,15 @@ def all_ranks_true(flag: bool, info: DistInfo) -> bool:
     return float(all_reduce_sum(t, info).item()) == 0.0
 
 
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
+    """Copy rank `src`'s buffers (e.g. BN running statistics) to every rank, in place."""
+    if not info.distributed:
+        return
+    for buf in model.buffers():
+        if info.device.type == "cuda" or buf.device.type == "cpu":
+            dist.broadcast(buf.data, src=src)
+
+
 def barrier(info: DistInfo) -> None:
     if info.distributed:
         if info.device.type == "cuda":

@@ -24,7 +24,7 @@ from torch import nn
 
 from train.callbacks import CallbackList
 from train.checkpoint import capture_rng_state, model_state_dict, restore_rng_state, unwrap_model
-from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_reduce_sum
+from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_reduce_sum, broadcast_buffers
 from train.lr_schedule import StepLRSchedule
 from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
 from train.precision import NonFiniteGuard, Precision
@@ -245,6 +245,8 @@ class Trainer:
 
     def validate(self) -> EvalResult:
         """Evaluate on the validation loader (all ranks take part; every rank gets the reduced result)."""
+        # Each rank updated its BN statistics on its own batches; evaluate (and save) rank 0's everywhere.
+        broadcast_buffers(unwrap_model(self.model), self.dist)
         # The bare module: DDP's forward would broadcast buffers, and shards may differ in length by a batch.
         return evaluate(unwrap_model(self.model), self.val_loader, self.num_val_videos, self.num_classes, self.device,
                         self.precision, self.criterion, self.dist, self.max_batches)

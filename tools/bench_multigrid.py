@@ -1,0 +1,257 @@
+"""Multigrid benchmark: the plain baseline against long, short and long+short cycles on the demo dataset.
+
+    python -m tools.bench_multigrid [--quick] [--configs baseline,long,short,long+short] [--out FILE]
+
+Every configuration trains the same model from the same seed on the same synthetic motion dataset
+(`tools.synthetic` + `tools.convert`, prepared once and reused, as by `tools.demo`) with the same epoch budget
+(``--end-epoch``; the multigrid schedule keeps it, see `data.multigrid`), validating after every epoch. Each run
+is a fresh ``python -m train`` process (through this module's ``--child`` mode), so that memory and threads of one
+run do not leak into the next. Reported per configuration:
+
+- wall-clock seconds of the whole run (start-up, training, validation, checkpoints) and its CPU seconds (user +
+  system of the child; on a shared machine CPU time is the steadier of the two);
+- training seconds (sum of the trainer's per-epoch train time) and training clips/s (clips seen / those seconds);
+- the first epoch whose validation video@1 reaches ``--target`` and the training seconds spent until then, with
+  the speed-up over the baseline; the final and best validation video@1.
+
+``long+short-plainbn`` (not run by default) is long+short with plain BatchNorm instead of `SubBatchNorm3d`,
+the ablation behind the batch-norm choice of `data.multigrid`. Prints a markdown table; ``--out`` also writes it.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from tools._cli import die, setup_logging
+
+log = logging.getLogger("tools.bench_multigrid")
+
+CONFIGS: dict[str, list[str]] = {
+    "baseline": [],
+    "long": ["--long-cycles"],
+    "short": ["--short-cycles"],
+    "long+short": ["--long-cycles", "--short-cycles"],
+    "long+short-plainbn": ["--long-cycles", "--short-cycles"],
+}
+DEFAULT_CONFIGS = "baseline,long,short,long+short"
+
+
+@dataclass
+class RunResult:
+    """Figures of one configuration."""
+
+    name: str
+    epochs: int
+    wall_s: float
+    cpu_s: float
+    train_s: float
+    clips: float
+    epoch_to_target: int | None
+    train_s_to_target: float | None
+    final_top1: float
+    best_top1: float
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.clips / max(self.train_s, 1e-9)
+
+
+def bench_config(quick: bool):
+    """The demo's data and training settings, resized for a 4-way comparison (see `--help` for overrides)."""
+    from tools.demo import FULL, QUICK
+
+    if quick:
+        # Enough training videos (24) that the largest multigrid batch (16 clips at base batch 1) fits.
+        return replace(QUICK, classes=2, videos_per_class=16, batch_size=1, lr_base=0.01, lr_steps=(2,),
+                       end_epoch=3, val_clips_per_video=1)
+    # The demo's data (8 classes x 40 videos, 240 train) holds 5 multigrid iterations of base batch 8 in the
+    # largest shape (64/32/32 clips); half width keeps four runs affordable on 2 CPU cores.
+    return replace(FULL, batch_size=8, lr_base=0.025, width_mult=0.5, val_clips_per_video=1)
+
+
+# -- one run (child process) ---------------------------------------------------------------------------------
+def child_main(argv: Sequence[str]) -> int:
+    """``--child [--threads N] [--plain-bn] -- TRAIN ARGS``: one training run in this process."""
+    p = argparse.ArgumentParser(prog="python -m tools.bench_multigrid --child")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--plain-bn", action="store_true", help="keep plain BatchNorm3d (ablation)")
+    p.add_argument("train_args", nargs=argparse.REMAINDER)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.plain_bn:
+        import data.multigrid
+
+        data.multigrid.convert_sub_batchnorm = lambda module, group_size: module  # the trainer imports it late
+    from train.cli import main as train_main
+
+    train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
+    return train_main(train_args)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_config(name: str, train_args: list[str], run_dir: Path, threads: int | None, target: float,
+               verbose: bool) -> RunResult:
+    """Train one configuration in a child process and read its figures back from the trainer's CSVs."""
+    cmd = [sys.executable, "-m", "tools.bench_multigrid", "--child"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    if name.endswith("-plainbn"):
+        cmd.append("--plain-bn")
+    cmd += ["--", *train_args, *CONFIGS[name]]
+    log.info("%s: %s", name, shlex.join(cmd[1:]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with open(run_dir / "bench_output.log", "w") as out:
+        rc = subprocess.call(cmd, stdout=None if verbose else out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if rc != 0:
+        raise RuntimeError(f"{name}: training failed with exit code {rc} (see {run_dir / 'bench_output.log'} and "
+                           f"{run_dir / 'train.log'})")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    train_rows = _read_csv(run_dir / "train_results.csv")
+    val_rows = {int(r["epoch"]): r for r in _read_csv(run_dir / "val_results.csv")}
+    train_s = clips = 0.0
+    epoch_to_target = s_to_target = None
+    for row in train_rows:
+        epoch = int(row["epoch"])
+        seconds = float(row["seconds"])
+        train_s += seconds
+        clips += float(row["clips_per_s"]) * seconds
+        val = val_rows.get(epoch)
+        if epoch_to_target is None and val is not None and float(val["video_top1"]) >= target:
+            epoch_to_target, s_to_target = epoch, train_s
+    tops = [float(r["video_top1"]) for r in val_rows.values()]
+    last = val_rows[max(val_rows)]
+    return RunResult(name, len(train_rows), wall, cpu, train_s, clips, epoch_to_target, s_to_target,
+                     float(last["video_top1"]), max(tops))
+
+
+# -- report --------------------------------------------------------------------------------------------------
+def format_table(results: list[RunResult], target: float) -> list[str]:
+    """Markdown table, speed-ups relative to the first row (the baseline when it ran)."""
+    ref = results[0]
+    lines = [f"| config | epochs | wall-clock s | CPU s | train s | train clips/s | epoch to {target:g}% | "
+             f"train s to {target:g}% | speed-up to {target:g}% (train s) | speed-up (wall-clock) | "
+             f"final video@1 | best video@1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        to_target = f"{r.train_s_to_target:.0f}" if r.train_s_to_target is not None else "not reached"
+        speed = "-"
+        if r.train_s_to_target and ref.train_s_to_target:
+            speed = f"{ref.train_s_to_target / r.train_s_to_target:.2f}x"
+        lines.append(f"| {r.name} | {r.epochs} | {r.wall_s:.0f} | {r.cpu_s:.0f} | {r.train_s:.0f} | "
+                     f"{r.clips_per_s:.1f} | {r.epoch_to_target if r.epoch_to_target is not None else '-'} | "
+                     f"{to_target} | {speed} | {ref.wall_s / r.wall_s:.2f}x | {r.final_top1:.1f} | "
+                     f"{r.best_top1:.1f} |")
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools.bench_multigrid", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny data and model, 3 epochs (checks the tool end to end)")
+    p.add_argument("--configs", default=DEFAULT_CONFIGS,
+                   help=f"comma-separated, from: {', '.join(CONFIGS)} (the first is the speed-up reference)")
+    p.add_argument("--network", default="mict_resnet18", help="model (the same for every configuration)")
+    p.add_argument("--width-mult", type=float, default=None, help="override the model width (default 0.5; quick 0.125)")
+    p.add_argument("--batch-size", type=int, default=None, help="override the base batch (default 8; quick 1)")
+    p.add_argument("--lr-base", type=float, default=None, help="override the base lr (default 0.025; quick 0.01)")
+    p.add_argument("--end-epoch", type=int, default=None, help="override the epoch budget (default 8; quick 3)")
+    p.add_argument("--lr-steps", type=int, nargs="*", default=None, help="override the lr steps (default 6; quick 2)")
+    p.add_argument("--videos-per-class", type=int, default=None, help="override the dataset size (default 40)")
+    p.add_argument("--target", type=float, default=90.0, help="validation video@1 (%%) for the time-to-accuracy")
+    p.add_argument("--data-dir", type=Path, default=Path("bench_data/multigrid"),
+                   help="generated videos and frame store (reused when the settings match)")
+    p.add_argument("--run-dir", type=Path, default=Path("bench_runs/multigrid"), help="one training folder per config")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers per run (default: the demo's 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every run")
+    p.add_argument("--verbose", action="store_true", help="show the trainer's output instead of logging it to files")
+    p.add_argument("--out", type=Path, default=None, help="also write the markdown report to this file")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"]:
+        return child_main(argv[1:])
+    args = parse_args(argv)
+    setup_logging()
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or not names:
+        die(f"--configs: unknown configuration(s) {unknown or names}; choose from {', '.join(CONFIGS)}")
+
+    cfg = bench_config(args.quick)
+    overrides = {"width_mult": args.width_mult, "batch_size": args.batch_size, "lr_base": args.lr_base,
+                 "end_epoch": args.end_epoch, "videos_per_class": args.videos_per_class, "workers": args.workers}
+    cfg = replace(cfg, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
+    if args.lr_steps is not None:
+        cfg = replace(cfg, lr_steps=tuple(args.lr_steps))
+    if any(s >= cfg.end_epoch for s in cfg.lr_steps):
+        die(f"lr steps {list(cfg.lr_steps)} must be below the epoch budget {cfg.end_epoch}")
+
+    from tools.demo import prepare_data, train_argv
+
+    data_dir = args.data_dir / ("quick" if args.quick else "full")
+    store = prepare_data(cfg, data_dir, workers=os.cpu_count() or 1)
+    load_before = os.getloadavg()
+    results: list[RunResult] = []
+    for name in names:
+        run_dir = args.run_dir / ("quick" if args.quick else "full") / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("train_results.csv", "val_results.csv"):
+            (run_dir / stale).unlink(missing_ok=True)
+        train_args = train_argv(cfg, args.network, store, run_dir) + ["--save-frequency", str(cfg.end_epoch)]
+        try:
+            result = run_config(name, train_args, run_dir, args.threads, args.target, args.verbose)
+        except (RuntimeError, OSError, KeyError, ValueError) as e:
+            die(str(e), code=1)
+        log.info("%s: %.0f s wall-clock, %.0f s training, %.1f clips/s, final video@1 %.1f%%", name, result.wall_s,
+                 result.train_s, result.clips_per_s, result.final_top1)
+        results.append(result)
+    load_after = os.getloadavg()
+
+    command = "python -m tools.bench_multigrid " + shlex.join(argv)
+    report = [
+        f"Command: `{command.strip()}`",
+        "",
+        f"Model {args.network} (width {cfg.width_mult or 1.0}), {cfg.classes} classes x {cfg.videos_per_class} "
+        f"videos ({cfg.frames} frames, {cfg.size}), clips {cfg.clip_length}x{cfg.clip_size}^2 interval "
+        f"{list(cfg.frame_interval)}, base batch {cfg.batch_size}, lr {cfg.lr_base} steps {list(cfg.lr_steps)}, "
+        f"{cfg.end_epoch} epochs, warm-up {cfg.warmup_epochs}, {cfg.workers} worker(s), val {cfg.val_clips_per_video} "
+        f"clips/video, seed {cfg.seed}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.",
+        "",
+        *format_table(results, args.target),
+    ]
+    text = "\n".join(report)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
