@@ -13,8 +13,10 @@ CSV of a dataset root (SPEC 3), maps labels to class indices through ``classes.t
 - Frames are decoded at reduced scale (libjpeg-turbo DCT scaling) when the transform's crop needs fewer pixels
   than are stored (``transform.min_short_side``), e.g. multigrid's small crops.
 - Randomness: each item gets its own generator seeded from ``torch.initial_seed()`` (different in every
-  DataLoader worker and for every loader iterator), the item index and a per-process draw counter (so persistent
-  workers and the main process do not repeat a clip's augmentation every epoch). A fixed seed reproduces a run.
+  DataLoader worker), the epoch (`set_epoch`, shared with persistent workers), the item index and a per-process
+  draw counter (so persistent workers and the main process never repeat a clip's augmentation, even when nobody
+  calls `set_epoch`). A fixed seed reproduces a run; with `set_epoch` an epoch's draws depend only on the seed and
+  the epoch, so a resumed run draws what an uninterrupted one would.
 - Items may be ``(index, cycle)`` pairs from multigrid's short-cycle batch sampler: the crop size is then
   ``short_cycle_sizes[cycle]``.
 
@@ -25,8 +27,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -108,8 +110,9 @@ class VideoDataset(Dataset):
         self.video_dirs: list[Path] = [
             safe_video_dir(self.root, s.label, s.video_id, str(self.labels_csv)) for s in self.samples]
         self.n_frames: list[int] = self._count_frames()
-        self._pid = -1
-        self._draws = 0
+        # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._pid, self._seen_epoch, self._draws = -1, -1, 0
         log.info("%s split=%s: %d videos, %d classes, %s", self.labels_csv, split, len(self.samples),
                  len(self.classes), "train" if self.train else f"eval x{self.clips_per_video}")
 
@@ -150,12 +153,24 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples) if self.train else len(self.samples) * self.clips_per_video
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the random draws of this epoch a function of (seed, epoch) only (exact resume).
+
+        Seen by persistent workers as well. Without it, draws still differ from epoch to epoch (a per-process
+        counter keeps running), but then depend on everything drawn before in that process.
+        """
+        self._epoch.fill_(int(epoch))
+
     def _item_rng(self, index: int) -> np.random.Generator:
-        """A fresh generator for one item: torch's process seed, the index and this process's draw count."""
-        if self._pid != os.getpid():  # a new worker (or a forked copy): restart the count
-            self._pid, self._draws = os.getpid(), 0
+        """A fresh generator for one item from torch's process seed, the epoch, the index and a draw counter.
+
+        The counter restarts in every new process (DataLoader worker) and when the epoch changes.
+        """
+        epoch = int(self._epoch)
+        if self._pid != os.getpid() or self._seen_epoch != epoch:
+            self._pid, self._seen_epoch, self._draws = os.getpid(), epoch, 0
         self._draws += 1
-        return np.random.default_rng([torch.initial_seed() % 2 ** 63, index, self._draws])
+        return np.random.default_rng([torch.initial_seed() % 2 ** 63, epoch, index, self._draws])
 
     def eval_interval(self) -> int:
         """Frame interval used by evaluation: the value, or the middle of a list."""

@@ -1,35 +1,62 @@
 """DataLoader construction for clip datasets: seeding, worker set-up, samplers and the clip collate.
 
-Reproducibility: the loader's `torch.Generator` is seeded from `seed`; it drives the shuffle order and the base seed
-that PyTorch gives each worker (``base_seed + worker_id``, a new base seed for every iterator unless workers are
-persistent). `VideoDataset` derives each item's RNG from that per-worker ``torch.initial_seed()``, so workers
-never replay each other's offsets and a fixed seed reproduces a run. With ``workers=0`` items are drawn in the main
-process, whose ``torch.initial_seed()`` is the trainer's ``torch.manual_seed``.
+Reproducibility: the training order is a function of ``(seed, epoch)`` (`EpochShuffleSampler`, or the
+`DistributedSampler` when distributed); the trainer calls ``loader.sampler.set_epoch(epoch)`` and
+``dataset.set_epoch(epoch)`` every epoch. The loader's `torch.Generator`, seeded from `seed`, gives the base seed of
+the (persistent) workers (``base_seed + worker_id``). `VideoDataset` derives each item's RNG from that per-worker
+``torch.initial_seed()``, the epoch and the index, so workers never replay each other's offsets, a fixed seed
+reproduces a run and a resumed run draws what an uninterrupted one would. With ``workers=0`` items are drawn in the
+main process, whose ``torch.initial_seed()`` is the trainer's ``torch.manual_seed``.
 """
 from __future__ import annotations
 
 import logging
 import random
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_loader", "collate_clips", "worker_init_fn"]
+__all__ = ["build_loader", "collate_clips", "worker_init_fn", "EpochShuffleSampler"]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation of ``range(n)`` that is a function of ``(seed, epoch)`` only.
+
+    ``set_epoch(e)`` picks the epoch (the trainer calls it, so a resumed run sees the same order as an
+    uninterrupted one); without it every new iteration moves on to the next epoch's order by itself.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0):
+        self.n = len(data_source)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        self.epoch += 1
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """Seed numpy and `random` from the worker's torch seed; keep each worker single-threaded."""
+    """Seed numpy and `random` from the worker's torch seed (torch itself is seeded by the DataLoader).
+
+    OpenCV's thread count is deliberately left alone: ``cv2.setNumThreads`` in a forked child tears down the
+    parent's thread pool and deadlocks (its threads do not exist in the child). Clip-sized OpenCV calls hardly use
+    threads anyway; the DataLoader already sets torch to one thread per worker.
+    """
     seed = torch.initial_seed()  # base_seed + worker_id, different per worker and per loader iterator
     np.random.seed(seed % 2 ** 32)
     random.seed(seed)
-    # Parallelism comes from the workers; threads inside each would only oversubscribe the cores.
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 def collate_clips(batch: Sequence[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -57,7 +84,8 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, s
     Args:
         dataset: a map-style clip dataset (e.g. `VideoDataset`).
         batch_size: clips per batch (ignored when `batch_sampler` is given).
-        train: shuffle (and by default drop the last incomplete batch).
+        train: shuffle (`EpochShuffleSampler`, or the `DistributedSampler`) and by default drop the last
+            incomplete batch.
         workers: worker processes (0 = load in the main process); workers are persistent when > 0.
         seed: seeds the loader's generator (shuffle order, worker seeds) and the `DistributedSampler`.
         distributed: shard with a `DistributedSampler` (the trainer calls ``loader.sampler.set_epoch(epoch)``).
@@ -80,4 +108,5 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, s
         # Evaluation shards are padded to equal length (a few clips twice); video_index lets metrics deduplicate.
         sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=False)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last, **common)
+    sampler = EpochShuffleSampler(dataset, seed) if train else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)

@@ -11,7 +11,7 @@ so repeated indices are normal and must be read as repeats (the reader keeps the
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

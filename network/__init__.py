@@ -5,12 +5,13 @@
 has `forward_features`, `forward_head`, `num_features`, `reset_classifier`, `check_input` and `min_frames`.
 """
 from . import mict, r2d, resnet3d  # noqa: F401  (import registers the models)
-from .base import VideoClassifier, count_parameters
+from .base import VideoClassifier, count_parameters, to_channels_last
 from .registry import build_model, list_models, model_defaults, model_kwargs, register_model
 from .srtg import SqueezeRecursion
 from .weights import CheckpointError, LoadReport, inflate_2d_resnet, load_weights, read_state_dict
 
 __all__ = [
-    "build_model", "list_models", "model_defaults", "model_kwargs", "register_model", "VideoClassifier", "count_parameters",
+    "build_model", "list_models", "model_defaults", "model_kwargs", "register_model", "VideoClassifier",
+    "count_parameters", "to_channels_last",
     "SqueezeRecursion", "CheckpointError", "LoadReport", "inflate_2d_resnet", "load_weights", "read_state_dict",
 ]

@@ -110,7 +110,8 @@ class MiCTResNet(VideoClassifier):
     def _add_3d(x2d: Tensor, x3d: Tensor) -> Tensor:
         """Cross-domain residual: 2D output (N*T, C, H, W) + 3D output (N, C, T, H, W), in the 2D layout."""
         n, c, t, h, w = x3d.shape
-        return (x2d.view(n, t, c, h, w) + x3d.transpose(1, 2)).view(n * t, c, h, w)
+        # reshape, not view: stays a free view for contiguous and channels-last layouts, copies for odd strides
+        return (x2d.reshape(n, t, c, h, w) + x3d.transpose(1, 2)).reshape(n * t, c, h, w)
 
     def forward_stem(self, x: Tensor) -> Tensor:
         """Stem of both branches, merged: (N, 3, T, H, W) -> (N*ceil(T/2), C, H/4, W/4)."""
@@ -127,14 +128,14 @@ class MiCTResNet(VideoClassifier):
             stage = getattr(self, f"layer{i + 1}")
             conv3d = getattr(self, f"layer{i + 1}_3d")
             _, c, h, w = y.shape
-            y5 = y.view(n, -1, c, h, w).transpose(1, 2)  # (N, C, T, H, W) view for the 3D branch
+            y5 = y.reshape(n, -1, c, h, w).transpose(1, 2)  # (N, C, T, H, W) view for the 3D branch
             y3d = conv3d(y5)
             y2d = stage[0](self._frames(y5, t_stride) if t_stride > 1 else y)
             y = self._add_3d(y2d, y3d)
             for block in stage[1:]:
                 y = block(y)
         _, c, h, w = y.shape
-        return y.view(n, -1, c, h * w).mean(dim=(1, 3))
+        return y.reshape(n, -1, c, h * w).mean(dim=(1, 3))
 
     def pretrained_2d_map(self) -> dict[str, str]:
         """2D branch: same names. 3D stem <- 2D stem; each stage's 3D conv <- that stage's first 3x3 conv."""

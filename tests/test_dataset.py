@@ -160,6 +160,23 @@ def test_loader_batches_and_seeded_workers(root):
     assert epoch1 != epoch2
 
 
+def test_set_epoch_makes_a_resumed_run_draw_the_same(root):
+    def epoch_items(loader, ds, epoch):
+        loader.sampler.set_epoch(epoch)
+        ds.set_epoch(epoch)
+        return [(int(v[0]), tuple(frame_indices_of(c[0]))) for c, _, v in loader]
+
+    def make():
+        ds = VideoDataset(root, split="train", clip_length=4, frame_interval=[1, 2, 3], transform=RAW)
+        return ds, build_loader(ds, 1, train=True, workers=2, seed=3)
+
+    ds, loader = make()
+    uninterrupted = [epoch_items(loader, ds, e) for e in (1, 2, 3)]
+    ds, loader = make()  # "resume" at epoch 3: fresh workers, nothing drawn before
+    assert epoch_items(loader, ds, 3) == uninterrupted[2]
+    assert uninterrupted[1] != uninterrupted[2]
+
+
 def test_workers_do_not_replay_each_others_offsets(tmp_path):
     root = make_root(tmp_path, [("a", f"v{i}", 45, "train") for i in range(4)])
     ds = VideoDataset(root, split="train", clip_length=4, frame_interval=[1, 2, 3, 4], transform=RAW)

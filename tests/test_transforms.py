@@ -5,8 +5,18 @@ import numpy as np
 import pytest
 import torch
 
-from data.transforms import (MEAN, STD, ColorJitter, Compose, HorizontalFlip, ResizedCrop, SRTGAugment,
-                             ToTensorNormalize, train_transform, val_transform)
+from data.transforms import (
+    MEAN,
+    STD,
+    ColorJitter,
+    Compose,
+    HorizontalFlip,
+    ResizedCrop,
+    SRTGAugment,
+    ToTensorNormalize,
+    train_transform,
+    val_transform,
+)
 
 T = 6
 

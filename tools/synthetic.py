@@ -112,7 +112,7 @@ def render_video(class_name: str, rng: np.random.Generator, frames: int = DEFAUL
     spec = _BY_NAME[class_name]
     h, w = size
     short = min(h, w)
-    t = np.linspace(0.0, 1.0, frames)
+    t = np.arange(frames, dtype=np.float64)  # speeds are per frame, so longer videos do not move slower
 
     bg_colour = rng.uniform(40, 215, size=3)
     background = _smooth_texture(rng, h, w, int(rng.integers(4, 12)), rng.uniform(15, 45), bg_colour)
@@ -127,21 +127,21 @@ def render_video(class_name: str, rng: np.random.Generator, frames: int = DEFAUL
     cy = np.full(frames, rng.uniform(lo_y, hi_y))
     if spec.motion in ("x", "y"):
         lo, hi = (lo_x, hi_x) if spec.motion == "x" else (lo_y, hi_y)
-        travel = min(rng.uniform(0.35, 0.55) * short, hi - lo)
-        start = rng.uniform(lo, hi - travel)
-        track = start + travel * t
+        speed = min(rng.uniform(0.011, 0.018) * short, (hi - lo) / (frames - 1))  # pixels per frame
+        start = lo + rng.uniform(0.0, max(0.0, hi - lo - speed * (frames - 1)))
+        track = start + speed * t
         if spec.motion == "x":
             cx = track
         else:
             cy = track
     elif spec.motion == "rotate":
         # Image y points down, so a decreasing OpenCV angle (counter-clockwise positive) turns clockwise on screen.
-        angle = angle[0] - rng.uniform(180, 300) * t
+        angle = angle[0] - rng.uniform(6.0, 10.0) * t  # degrees per frame
     else:  # scale: log-linear growth keeps the apparent speed even
         log_lo, log_hi = np.log(0.4), np.log(1.5)
-        log_travel = min(np.log(rng.uniform(2.4, 3.5)), log_hi - log_lo)
-        log_start = rng.uniform(log_lo, log_hi - log_travel)
-        scale = np.exp(log_start + log_travel * t)
+        log_speed = min(rng.uniform(0.028, 0.04), (log_hi - log_lo) / (frames - 1))  # 2.8-4% per frame
+        log_start = log_lo + rng.uniform(0.0, max(0.0, log_hi - log_lo - log_speed * (frames - 1)))
+        scale = np.exp(log_start + log_speed * t)
         # Keep the whole object in view however large it gets.
         cx = np.full(frames, rng.uniform(0.35 * w, 0.65 * w))
         cy = np.full(frames, rng.uniform(0.35 * h, 0.65 * h))
