@@ -21,7 +21,7 @@ reference's channel dropout + per-frame FC + mean over time is the same function
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -2,7 +2,7 @@
 frame-based R2D and the 2D branch of MiCT, so that a torchvision `resnet18`/`resnet34` state_dict loads as is."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 

@@ -11,7 +11,7 @@ convolution is padded by 1 on each side, so any clip length T >= 1 runs (T -> ce
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -85,11 +85,10 @@ class BasicBlock3d(nn.Module):
         self.downsample = downsample
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         out = self.conv2(self.conv1(x))
         if self.sr is not None:
             out = self.sr(out)
-        out += identity
+        out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
 

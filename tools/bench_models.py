@@ -11,9 +11,11 @@ multiply-add; torchvision's model tables quote multiply-adds, i.e. half), forwar
 - CPU: peak bytes of live tensor storages during one forward (parameters + input + activations), tracked by a
   dispatch mode that sees every aten output and notices when its storage is freed. It does not see allocator
   caching or oneDNN scratch buffers; process RSS is not reported since it only ever grows inside one process.
-Models that are compared are built together and timed in turn (A, B, C, A, B, C, ...), so that load from other
-processes on a shared machine hits them alike. An options table measures `torch.no_grad` (vs inference_mode),
-channels_last(_3d) memory format, autocast and `torch.compile` on a few models.
+Models that are compared are built together and timed in turn (A, B, C, C, B, A, ...), so that load from other
+processes on a shared machine hits them alike. `--clock process` (with `--threads 1`) times CPU time instead of
+elapsed time, which other processes on a busy machine disturb far less. An options table measures
+`torch.no_grad` (vs inference_mode), channels_last(_3d) memory format, autocast and `torch.compile` on a few
+models.
 """
 from __future__ import annotations
 
@@ -174,8 +176,10 @@ class Runner:
     """Builds one group of models on a device and measures them interleaved."""
 
     def __init__(self, names: Sequence[str], device: torch.device, var: Variant, num_classes: int | None,
-                 warmup: int, repeats: int, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.device, self.var, self.warmup, self.repeats = device, var, warmup, repeats
+                 warmup: int | None, repeats: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.device, self.var, self.repeats = device, var, repeats
+        # GPUs need a few runs to settle clocks and cuDNN's algorithm choice (cudnn.benchmark)
+        self.warmup = warmup if warmup is not None else (3 if device.type == "cuda" else 1)
         self.clock = clock if device.type == "cpu" else time.perf_counter  # a GPU is timed by the wall clock
         self.models: dict[str, nn.Module] = {}
         self.params: dict[str, int] = {}
@@ -195,12 +199,16 @@ class Runner:
         return x
 
     def _forward(self, model: nn.Module, x: Tensor) -> float:
+        """Seconds per forward. On CUDA one sample averages 10 forwards between two synchronisations, since a
+        single small forward is too short for the host clock."""
+        iters = 10 if self.device.type == "cuda" else 1
         _sync(self.device)
         start = self.clock()
         with self.var.context(self.device):
-            model(x)
+            for _ in range(iters):
+                model(x)
         _sync(self.device)
-        return self.clock() - start
+        return (self.clock() - start) / iters
 
     def _instrumented(self, name: str, model: nn.Module, x: Tensor, res: Result) -> None:
         """The first (warm-up) forward: FLOPs and peak memory, or, for a compiled model, the compile time."""
@@ -241,8 +249,10 @@ class Runner:
                 res.note = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
                 log.warning("%s %s batch %d %s: %s", name, "x".join(map(str, size)), batch, self.var.name, res.note)
         runnable = [n for n, r in results.items() if not r.note.startswith(("needs", "failed"))]
-        for _ in range(self.repeats):
-            for name in runnable:  # interleaved: A, B, C, A, B, C, ...
+        for r in range(self.repeats):
+            # interleaved A, B, C, then C, B, A, ...: each model also runs right after its twin, whose freed
+            # buffers it can reuse (the first model after a different one pays the page faults of fresh memory)
+            for name in (runnable if r % 2 == 0 else runnable[::-1]):
                 results[name].times.append(self._forward(self.models[name], x))
                 progress.update(1)
         return list(results.values())
@@ -289,25 +299,27 @@ def options_table(base: list[Result], opts: list[Result]) -> list[str]:
 def targets(results: list[Result]) -> list[str]:
     """The issue's targets: MiCT-ResNet-18 >= 3.1x R3D-18 clips/s at 16x160x160; ours >= torchvision."""
     by = {(r.device, r.model, r.size, r.batch): r for r in results}
-    lines: list[str] = []
-    keys = sorted({(r.device, r.size, r.batch) for r in results})
-    for device, size, batch in keys:
-        def ratio(a: str, b: str) -> tuple[float, float | None] | None:
-            ra, rb = by.get((device, a, size, batch)), by.get((device, b, size, batch))
-            if not (ra and rb and ra.clips_per_s and rb.clips_per_s):
-                return None
-            fl = rb.gflops / ra.gflops if (ra.gflops and rb.gflops) else None
-            return ra.clips_per_s / rb.clips_per_s, fl
 
-        where = f"{device}, {_size(size)}, batch {batch}"
-        m = ratio("mict_resnet18", "r3d_18")
+    def ratio(where: tuple, a: str, b: str) -> tuple[float, float | None] | None:
+        """(clips/s of a / clips/s of b, GFLOPs of b / GFLOPs of a) at `where` = (device, size, batch)."""
+        device, size, batch = where
+        ra, rb = by.get((device, a, size, batch)), by.get((device, b, size, batch))
+        if not (ra and rb and ra.clips_per_s and rb.clips_per_s):
+            return None
+        flops = rb.gflops / ra.gflops if (ra.gflops and rb.gflops) else None
+        return ra.clips_per_s / rb.clips_per_s, flops
+
+    lines: list[str] = []
+    for key in sorted({(r.device, r.size, r.batch) for r in results}):
+        where = f"{key[0]}, {_size(key[1])}, batch {key[2]}"
+        m = ratio(key, "mict_resnet18", "r3d_18")
         if m:
             flops = f"; R3D-18 needs {m[1]:.1f}x its FLOPs" if m[1] else ""
             verdict = "meets" if m[0] >= 3.1 else "below"
             lines.append(f"- MiCT-ResNet-18 / R3D-18 clips/s ({where}): **{m[0]:.2f}x** ({verdict} the 3.1x target"
                          f"{flops})")
         for ours in ("r3d_18", "mc3_18", "r2plus1d_18"):
-            q = ratio(ours, f"tv_{ours}")
+            q = ratio(key, ours, f"tv_{ours}")
             if q:
                 verdict = ("not slower" if q[0] >= 1.0 else
                            "equal within timing noise: same aten kernels" if q[0] >= 0.97 else "SLOWER")
@@ -378,7 +390,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", type=_parse_sizes, default=None, help="TxHxW list (default 16x112x112,16x160x160)")
     p.add_argument("--batches", type=_parse_ints, default=None, help="batch sizes (default 1,8)")
     p.add_argument("--repeats", type=int, default=None, help="timed forwards per measurement (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed forwards first, >= 1 (the first is instrumented)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed forwards first, >= 1 (the first is instrumented); default 1 on CPU, 3 on CUDA")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: CPU, and CUDA too when available")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -429,7 +442,7 @@ def run(args: argparse.Namespace, command: str = "python -m tools.bench_models")
     for opt in args.options:
         if opt not in OPTIONS:
             die(f"unknown option {opt!r}; valid: {', '.join(OPTIONS)}")
-    if args.repeats < 1 or args.warmup < 1:
+    if args.repeats < 1 or (args.warmup is not None and args.warmup < 1):
         die("--repeats and --warmup must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -477,7 +490,8 @@ def run(args: argparse.Namespace, command: str = "python -m tools.bench_models")
     order = {n: i for i, n in enumerate(models)}
     results.sort(key=lambda r: (r.device, r.size, r.batch, order[r.model]))
     report = [f"### Model speed (`{command}`)", "", *info,
-              f"- {args.repeats} timed forwards per row after {args.warmup} warm-up (best and median reported); "
+              f"- {args.repeats} timed forwards per row (CUDA: each the mean of 10) after "
+              f"{args.warmup or '1 (CPU) / 3 (CUDA)'} warm-up (best and median reported); "
               f"eval mode, `torch.inference_mode`; {args.clock} clock; total run {time.perf_counter() - start:.0f} s",
               "",
               *main_table(results), "", "Targets:", "", *(targets(results) or ["- (not measured in this run)"])]

@@ -49,7 +49,7 @@ class DemoConfig:
     clip_size: int = 64
     frame_interval: tuple[int, ...] = (2,)
     batch_size: int = 16
-    lr_base: float = 0.05
+    lr_base: float = 0.01
     lr_steps: tuple[int, ...] = (6,)
     end_epoch: int = 8
     warmup_epochs: float = 0.5
@@ -82,6 +82,7 @@ def train_argv(cfg: DemoConfig, network: str, store: Path, run_dir: Path) -> lis
             "--batch-size", str(cfg.batch_size), "--lr-base", str(cfg.lr_base), "--end-epoch", str(cfg.end_epoch),
             "--warmup-epochs", str(cfg.warmup_epochs), "--workers", str(cfg.workers),
             "--val-clips-per-video", str(cfg.val_clips_per_video), "--log-interval", "5", "--keep-last", "2",
+            "--no-flip",  # a mirrored clip of "move left" is "move right": flips would corrupt the labels
             "--random-seed", str(cfg.seed)]
     if cfg.lr_steps:
         argv += ["--lr-steps", *map(str, cfg.lr_steps)]

@@ -33,7 +33,7 @@ from train.checkpoint import (CheckpointError, best_checkpoint_path, check_same_
                               list_checkpoints, load_checkpoint)
 from train.distributed import (DistInfo, DistributedSetupError, ShardSampler, cleanup, init_distributed,
                                launched_by_torchrun, parse_gpus, select_device, torchrun_command)
-from train.loaders import FixedLoader, MultigridLoaders, loader_kwargs_supported
+from train.loaders import FixedLoader, MultigridLoaders
 from train.lr_schedule import StepLRSchedule
 from train.precision import PRECISIONS, NonFiniteLossError, Precision, keep_batchnorm_fp32
 from train.trainer import Trainer, seed_everything
@@ -111,6 +111,9 @@ def build_parser(defaults: dict[str, Any] | None = None,
     d.add_argument("--val-frame-interval", type=_positive_int, default=2, help="frame step of validation clips")
     d.add_argument("--val-clips-per-video", type=_positive_int, default=1,
                    help="evenly spaced clips per validation video (video@1 averages their softmax)")
+    d.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="random horizontal flips (turn off when left/right motion is what the labels mean)")
+    d.add_argument("--color-jitter", type=float, default=0.2, help="brightness/contrast/saturation jitter (0: off)")
     d.add_argument("--srtg-augment", action="store_true", help="add the SRTG augmentation set (blur, hue, ...)")
     d.add_argument("--workers", type=_non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader worker processes (0: load in the main process)")
@@ -328,7 +331,8 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     resize_short = args.resize_short or default_resize_short(args.clip_size)
     train_ds = VideoDataset(args.dataset, args.labels, split=args.train_split, clip_length=args.clip_length,
                             frame_interval=list(args.train_frame_interval),
-                            transform=train_transform(args.clip_size, resize_short,
+                            transform=train_transform(args.clip_size, resize_short, flip=args.flip,
+                                                      color_jitter=args.color_jitter,
                                                       srtg_augment=args.srtg_augment))
     classes = list(train_ds.classes)
     val_ds = None
@@ -388,16 +392,13 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
                                 weight_decay=args.weight_decay, nesterov=args.nesterov and args.momentum > 0)
     scheduler = StepLRSchedule(optimizer, args.lr_base, lr_steps, args.lr_factor, args.warmup_epochs)
 
-    # Non-persistent workers: each epoch's workers are seeded from (seed, epoch) only, so resume is exact.
-    extra = loader_kwargs_supported(build_loader, persistent_workers=False)
     if multigrid is not None:
         factory = MultigridLoaders(build_multigrid_loader_factory(
-            train_ds, multigrid, workers=args.workers, seed=args.random_seed, distributed=dist_info.distributed,
-            **extra))
+            train_ds, multigrid, workers=args.workers, seed=args.random_seed, distributed=dist_info.distributed))
     else:
         factory = FixedLoader(
             lambda: build_loader(train_ds, args.batch_size, train=True, workers=args.workers, seed=args.random_seed,
-                                 distributed=dist_info.distributed, **extra),
+                                 distributed=dist_info.distributed),
             train_ds, {"batch_size": args.batch_size, "clip_length": args.clip_length, "crop_size": args.clip_size,
                        "lr_scale": 1.0})
     if len(train_ds) < args.batch_size * dist_info.world_size and multigrid is None:

@@ -1,13 +1,12 @@
 """Per-epoch train loader factories for the trainer: a fixed loader (plain run) and the multigrid adapter.
 
 The trainer calls `factory(epoch)` (1-based) at the start of every epoch and gets `(loader, info)`. Both
-factories call `set_epoch` on the sampler (DistributedSampler reshuffles as a function of seed and epoch) and
-restart the dataset's per-process draw counter, so that the randomness of an epoch depends only on the seed and
-the epoch number: a resumed run then draws exactly what an uninterrupted one would.
+factories call `set_epoch` on the sampler (its order is a function of seed and epoch) and on the dataset (its
+augmentation draws likewise), so that the randomness of an epoch depends only on the seed and the epoch number:
+a resumed run then draws exactly what an uninterrupted one would, with or without (persistent) workers.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,18 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def restart_item_rng(dataset: Any, epoch: int) -> None:
-    """Make the dataset's per-item random draws of this epoch independent of earlier epochs in this process."""
+    """Make the dataset's random draws of this epoch a function of (seed, epoch) (`VideoDataset.set_epoch`)."""
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-    elif hasattr(dataset, "_pid"):
-        # VideoDataset restarts its draw counter when it sees a new process id; -1 forces that restart.
-        dataset._pid = -1
-
-
-def loader_kwargs_supported(build_loader_fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """The subset of `kwargs` that `build_loader_fn` accepts (optional features of data.build_loader)."""
-    params = inspect.signature(build_loader_fn).parameters
-    return {k: v for k, v in kwargs.items() if k in params}
 
 
 class FixedLoader:

@@ -5,9 +5,10 @@ that multigrid training can change the batch shape between epochs (and rebuild w
 carry `lr_scale` (multiplies the lr) and `shape`/`cycle` text for the logs. A plain run uses a factory that
 returns the same loader every epoch (`train.loaders.FixedLoader`).
 
-Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), so an epoch's data order,
-augmentation and dropout depend only on those: resuming from a checkpoint continues exactly as an
-uninterrupted run would (the RNG states are also stored in the checkpoint and restored).
+Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), and the factory calls
+`set_epoch` on the sampler and the dataset, so an epoch's data order, augmentation and dropout depend only on
+those: resuming from a checkpoint continues exactly as an uninterrupted run would (the RNG states are also
+stored in the checkpoint and restored).
 """
 from __future__ import annotations
 
@@ -58,17 +59,6 @@ def _sync(device: torch.device) -> None:
     # Kernel launches are asynchronous: without this a timer measures the launch, not the work.
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _reseed_loader(loader: Iterable, seed: int) -> None:
-    """Re-seed a DataLoader's own generator (if it has one) so that its shuffle depends on `seed` only."""
-    gen = getattr(loader, "generator", None)
-    if isinstance(gen, torch.Generator):
-        gen.manual_seed(seed)
-    sampler = getattr(loader, "sampler", None)
-    sgen = getattr(sampler, "generator", None)
-    if isinstance(sgen, torch.Generator) and sgen is not gen:
-        sgen.manual_seed(seed)
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -181,8 +171,6 @@ class Trainer:
         seed = epoch_seed(self.seed, epoch, self.dist.rank)
         seed_everything(seed)
         loader, info = self.loader_for_epoch(epoch)
-        # The loader's shuffle must not depend on the rank (DistributedSampler shards a common order).
-        _reseed_loader(loader, epoch_seed(self.seed, epoch, 0))
         self.loader_info = dict(info)
         self.num_batches = len(loader) if self.max_batches is None else min(len(loader), self.max_batches)
         lr_scale = float(info.get("lr_scale", 1.0))
