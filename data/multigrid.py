@@ -51,8 +51,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -339,7 +340,7 @@ class MultigridSchedule:
         return phases
 
     @classmethod
-    def from_args(cls, args: Any, min_clip_length: int = 1, **kwargs: Any) -> "MultigridSchedule":
+    def from_args(cls, args: Any, min_clip_length: int = 1, **kwargs: Any) -> MultigridSchedule:
         """Build from the SPEC 7 training arguments (``batch_size, clip_length, clip_size, train_frame_interval,
         lr_steps, lr_factor, end_epoch, long_cycles, short_cycles``)."""
         return cls(

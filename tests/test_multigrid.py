@@ -8,10 +8,18 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
-from data.loader import build_loader
-from data.multigrid import (LONG_CYCLE_FACTORS, SHORT_CYCLE_FACTORS, MultigridSchedule, ShortCycleBatchSampler,
-                            SubBatchNorm3d, build_multigrid_loader_factory, convert_sub_batchnorm,
-                            set_sub_batchnorm_group, short_cycle_batch_sizes, short_cycle_crop_sizes)
+from data.multigrid import (
+    LONG_CYCLE_FACTORS,
+    SHORT_CYCLE_FACTORS,
+    MultigridSchedule,
+    ShortCycleBatchSampler,
+    SubBatchNorm3d,
+    build_multigrid_loader_factory,
+    convert_sub_batchnorm,
+    set_sub_batchnorm_group,
+    short_cycle_batch_sizes,
+    short_cycle_crop_sizes,
+)
 
 
 def _spans(schedule):
@@ -325,6 +333,7 @@ def demo_root(tmp_path_factory):
 def test_tiny_training_run_with_both_cycles_and_resume_mid_long_cycle(demo_root, tmp_path):
     import csv
 
+    import network
     from train.checkpoint import load_checkpoint
     from train.cli import main
 
@@ -343,7 +352,7 @@ def test_tiny_training_run_with_both_cycles_and_resume_mid_long_cycle(demo_root,
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.08, 0.08, 0.02, 0.001])
     ckpt = load_checkpoint(straight / "r3d_18_ep-0001.pth")
     assert ckpt["multigrid"]["epoch"] == 0 and ckpt["multigrid"]["config"]["short_cycle"] is True
-    import network  # sub-batch BN leaves the checkpoint loadable into the plain model
+    # Sub-batch BN leaves the state_dict of the plain model: the checkpoint loads into it strictly.
     network.build_model("r3d_18", 2, width_mult=0.125).load_state_dict(ckpt["model"], strict=True)
 
     resumed = tmp_path / "resumed"  # resume after epoch 1, in the middle of long-0 (epochs 1-2)

@@ -70,9 +70,10 @@ def make_store(root: Path, classes: int = 4, videos_per_class: int = 4, frames: 
     return store
 
 
-def tiny_train_argv(store: Path, model_dir: Path, *extra: str) -> list[str]:
-    """CLI arguments of a fast CPU run: tiny MiCT-ResNet-18 (v2, width 1/8) on 8x32x32 clips."""
-    return ["--dataset", str(store), "--model-dir", str(model_dir), "--network", "mict_resnet18",
-            "--model-arg", "version=v2", "--width-mult", "0.125", "--clip-length", "8", "--clip-size", "32",
+def tiny_train_argv(store: Path, model_dir: Path, *extra: str, network: str = "mict_resnet18") -> list[str]:
+    """CLI arguments of a fast CPU run: a tiny model (MiCT-ResNet-18 v2 at width 1/8) on 8x32x32 clips."""
+    model = ["--network", network] + (["--model-arg", "version=v2"] if network.startswith("mict") else [])
+    return ["--dataset", str(store), "--model-dir", str(model_dir), *model, "--width-mult", "0.125",
+            "--clip-length", "8", "--clip-size", "32",
             "--train-frame-interval", "1", "2", "--val-frame-interval", "1", "--batch-size", "4", "--workers", "0",
             "--lr-base", "0.01", "--end-epoch", "1", "--log-interval", "1", *extra]

@@ -82,6 +82,29 @@ def bench_config(quick: bool):
     return replace(FULL, batch_size=8, lr_base=0.025, width_mult=0.5, val_clips_per_video=1)
 
 
+def train_args(cfg, network: str, store: Path, labels: str | None, run_dir: Path) -> list[str]:
+    """Trainer arguments shared by every configuration (the cycle flags are added per configuration)."""
+    from tools.demo import MODEL_ARGS
+
+    argv = ["--dataset", str(store), "--network", network, "--model-dir", str(run_dir),
+            "--clip-length", str(cfg.clip_length), "--clip-size", str(cfg.clip_size),
+            "--train-frame-interval", *map(str, cfg.frame_interval), "--val-frame-interval", str(cfg.frame_interval[0]),
+            "--batch-size", str(cfg.batch_size), "--lr-base", str(cfg.lr_base), "--end-epoch", str(cfg.end_epoch),
+            "--warmup-epochs", str(cfg.warmup_epochs), "--workers", str(cfg.workers),
+            "--val-clips-per-video", str(cfg.val_clips_per_video), "--log-interval", "20",
+            "--save-frequency", str(cfg.end_epoch), "--keep-last", "1", "--random-seed", str(cfg.seed),
+            "--no-flip"]  # the demo's classes include left/right motion: a mirrored clip has the other label
+    if labels:
+        argv += ["--labels", labels]
+    if cfg.lr_steps:
+        argv += ["--lr-steps", *map(str, cfg.lr_steps)]
+    if cfg.width_mult is not None:
+        argv += ["--width-mult", str(cfg.width_mult)]
+    for arg in MODEL_ARGS.get(network, []):
+        argv += ["--model-arg", arg]
+    return argv
+
+
 # -- one run (child process) ---------------------------------------------------------------------------------
 def child_main(argv: Sequence[str]) -> int:
     """``--child [--threads N] [--plain-bn] -- TRAIN ARGS``: one training run in this process."""
@@ -179,10 +202,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr-steps", type=int, nargs="*", default=None, help="override the lr steps (default 6; quick 2)")
     p.add_argument("--videos-per-class", type=int, default=None, help="override the dataset size (default 40)")
     p.add_argument("--target", type=float, default=90.0, help="validation video@1 (%%) for the time-to-accuracy")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="benchmark on this converted dataset root instead of generating the demo data")
+    p.add_argument("--labels", default=None, help="label CSV of --dataset (default: its labels/all.csv)")
     p.add_argument("--data-dir", type=Path, default=Path("bench_data/multigrid"),
                    help="generated videos and frame store (reused when the settings match)")
     p.add_argument("--run-dir", type=Path, default=Path("bench_runs/multigrid"), help="one training folder per config")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per run (1: steady timings on a shared machine; 0: torch's choice)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers per run (default: the demo's 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed of every run")
     p.add_argument("--verbose", action="store_true", help="show the trainer's output instead of logging it to files")
@@ -210,10 +237,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(s >= cfg.end_epoch for s in cfg.lr_steps):
         die(f"lr steps {list(cfg.lr_steps)} must be below the epoch budget {cfg.end_epoch}")
 
-    from tools.demo import prepare_data, train_argv
+    if args.dataset is not None:
+        if not (args.dataset / "jpg").is_dir():
+            die(f"--dataset {args.dataset}: not a dataset root (no jpg/ folder; convert videos with tools.convert)")
+        store, labels = args.dataset, args.labels
+    else:
+        from tools.demo import LABELS, prepare_data
 
-    data_dir = args.data_dir / ("quick" if args.quick else "full")
-    store = prepare_data(cfg, data_dir, workers=os.cpu_count() or 1)
+        store = prepare_data(cfg, args.data_dir / ("quick" if args.quick else "full"), workers=os.cpu_count() or 1)
+        labels = LABELS
     load_before = os.getloadavg()
     results: list[RunResult] = []
     for name in names:
@@ -221,9 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in ("train_results.csv", "val_results.csv"):
             (run_dir / stale).unlink(missing_ok=True)
-        train_args = train_argv(cfg, args.network, store, run_dir) + ["--save-frequency", str(cfg.end_epoch)]
+        argv_run = train_args(cfg, args.network, store, labels, run_dir)
         try:
-            result = run_config(name, train_args, run_dir, args.threads, args.target, args.verbose)
+            result = run_config(name, argv_run, run_dir, args.threads, args.target, args.verbose)
         except (RuntimeError, OSError, KeyError, ValueError) as e:
             die(str(e), code=1)
         log.info("%s: %.0f s wall-clock, %.0f s training, %.1f clips/s, final video@1 %.1f%%", name, result.wall_s,
@@ -232,15 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_after = os.getloadavg()
 
     command = "python -m tools.bench_multigrid " + shlex.join(argv)
+    data_text = (f"{store} ({labels or 'labels/all.csv'})" if args.dataset is not None else
+                 f"demo {cfg.classes} classes x {cfg.videos_per_class} videos ({cfg.frames} frames, {cfg.size})")
     report = [
         f"Command: `{command.strip()}`",
         "",
-        f"Model {args.network} (width {cfg.width_mult or 1.0}), {cfg.classes} classes x {cfg.videos_per_class} "
-        f"videos ({cfg.frames} frames, {cfg.size}), clips {cfg.clip_length}x{cfg.clip_size}^2 interval "
+        f"Model {args.network} (width {cfg.width_mult or 1.0}), data {data_text}, clips {cfg.clip_length}x{cfg.clip_size}^2 interval "
         f"{list(cfg.frame_interval)}, base batch {cfg.batch_size}, lr {cfg.lr_base} steps {list(cfg.lr_steps)}, "
         f"{cfg.end_epoch} epochs, warm-up {cfg.warmup_epochs}, {cfg.workers} worker(s), val {cfg.val_clips_per_video} "
         f"clips/video, seed {cfg.seed}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads; load average "
+        f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s); load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.",
         "",
         *format_table(results, args.target),

@@ -74,23 +74,21 @@ MODEL_ARGS = {"mict_resnet18": ["version=v2"], "mict_resnet34": ["version=v2"]}
 TARGET_VIDEO_TOP1 = 90.0
 
 
-def train_argv(cfg: DemoConfig, network: str, store: Path, run_dir: Path) -> list[str]:
-    """The trainer arguments of the demo (also what `train_demo.py` uses by default)."""
-    argv = ["--dataset", str(store), "--labels", LABELS, "--network", network, "--model-dir", str(run_dir),
-            "--clip-length", str(cfg.clip_length), "--clip-size", str(cfg.clip_size),
-            "--train-frame-interval", *map(str, cfg.frame_interval), "--val-frame-interval", str(cfg.frame_interval[0]),
-            "--batch-size", str(cfg.batch_size), "--lr-base", str(cfg.lr_base), "--end-epoch", str(cfg.end_epoch),
-            "--warmup-epochs", str(cfg.warmup_epochs), "--workers", str(cfg.workers),
-            "--val-clips-per-video", str(cfg.val_clips_per_video), "--log-interval", "5", "--keep-last", "2",
-            "--no-flip",  # a mirrored clip of "move left" is "move right": flips would corrupt the labels
-            "--random-seed", str(cfg.seed)]
-    if cfg.lr_steps:
-        argv += ["--lr-steps", *map(str, cfg.lr_steps)]
-    if cfg.width_mult is not None:
-        argv += ["--width-mult", str(cfg.width_mult)]
-    for arg in MODEL_ARGS.get(network, []):
-        argv += ["--model-arg", arg]
-    return argv
+def train_defaults(cfg: DemoConfig = FULL, network: str = "mict_resnet18", store: Path = Path("demo_data/store"),
+                   run_dir: Path | None = None) -> dict:
+    """The trainer settings of the demo, as `train.cli` argument defaults (also used by `train_demo.py`)."""
+    model_args = [tuple(a.split("=", 1)) for a in MODEL_ARGS.get(network, [])]
+    return {
+        "dataset": Path(store), "labels": LABELS, "network": network,
+        "model_dir": Path(run_dir) if run_dir is not None else Path("demo_runs") / network,
+        "clip_length": cfg.clip_length, "clip_size": cfg.clip_size,
+        "train_frame_interval": list(cfg.frame_interval), "val_frame_interval": cfg.frame_interval[0],
+        "flip": False,  # a mirrored "move left" clip is "move right": flips would corrupt the labels
+        "batch_size": cfg.batch_size, "lr_base": cfg.lr_base, "lr_steps": list(cfg.lr_steps),
+        "end_epoch": cfg.end_epoch, "warmup_epochs": cfg.warmup_epochs, "workers": cfg.workers,
+        "val_clips_per_video": cfg.val_clips_per_video, "log_interval": 5, "keep_last": 2,
+        "random_seed": cfg.seed, "width_mult": cfg.width_mult, "model_arg": model_args,
+    }
 
 
 def _run_tool(module: str, args: Sequence[str]) -> None:
@@ -180,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own previous outputs for this network
     run_dir.mkdir(parents=True)
-    train_args = train_parse_args(train_argv(cfg, args.network, store, run_dir))
+    train_args = train_parse_args([], defaults=train_defaults(cfg, args.network, store, run_dir))
     setup_logging(log_file=str(train_args.log_file))
     _plain_log_files()
     t = time.perf_counter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import logging.handlers
 import os
 import re
 import sys
@@ -143,6 +144,8 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
     o.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    o.add_argument("--clip-grad-norm", type=_positive_float, default=None,
+                   help="clip the gradients to this L2 norm (default: no clipping)")
     o.add_argument("--end-epoch", type=_positive_int, default=30, help="last epoch (1-based, inclusive)")
     o.add_argument("--long-cycles", action="store_true", help="multigrid long cycle (data.multigrid)")
     o.add_argument("--short-cycles", action="store_true", help="multigrid short cycle (data.multigrid)")
@@ -431,6 +434,8 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     best_so_far = None
     if resume_ckpt is not None:
         best_so_far = (resume_ckpt.get("metrics") or {}).get("best")
+    if dist_info.is_main:
+        Path(args.model_dir).mkdir(parents=True, exist_ok=True)
     history = CSVHistory(args.model_dir)
     checkpointer = Checkpointer(args.model_dir, args.network, meta, save_frequency=args.save_frequency,
                                 keep_last=args.keep_last, best_so_far=best_so_far)
@@ -441,7 +446,8 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     trainer = Trainer(ddp_model, optimizer, factory, scheduler=scheduler, end_epoch=end_epoch, val_loader=val_loader,
                       num_val_videos=len(val_ds.samples) if val_ds is not None else 0, num_classes=len(classes),
                       precision=precision, dist_info=dist_info, callbacks=callbacks, seed=args.random_seed,
-                      max_batches=max_batches, val_frequency=args.val_frequency, max_nonfinite=args.max_nonfinite)
+                      max_batches=max_batches, val_frequency=args.val_frequency, max_nonfinite=args.max_nonfinite,
+                      clip_grad_norm=args.clip_grad_norm)
     if resume_ckpt is not None:
         try:
             trainer.load_state_dict(resume_ckpt)
@@ -458,7 +464,12 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
 
 def run(args: argparse.Namespace, dist_info: DistInfo | None = None) -> TrainResult:
     """Prepare and train; returns where the results are (rank 0 writes them)."""
-    setup = prepare(args, dist_info)
+    return train(prepare(args, dist_info))
+
+
+def train(setup: Setup) -> TrainResult:
+    """Run a prepared training to the end and log where its outputs are."""
+    args = setup.args
     if setup.dist.is_main:
         n_params = sum(p.numel() for p in setup.model.parameters())
         log.info("training %s (%.2fM parameters) on %s, %d classes, epochs %d..%d, precision %s%s",
@@ -527,9 +538,24 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
     dist_info = None
     try:
         dist_info = init_distributed(args.gpus)
-        setup_logging("INFO" if dist_info.is_main else "WARNING", str(args.log_file) if dist_info.is_main else None)
-        _plain_log_files()
-        run(args, dist_info)
+        level = "INFO" if dist_info.is_main else "WARNING"
+        setup_logging(level)
+        # Hold the set-up's log records until it succeeded: a run rejected for bad input leaves no log file.
+        buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+        logging.getLogger().addHandler(buffer)
+        try:
+            setup = prepare(args, dist_info)
+        finally:
+            logging.getLogger().removeHandler(buffer)
+        if dist_info.is_main:
+            before = set(logging.getLogger().handlers)
+            setup_logging(level, str(args.log_file))
+            _plain_log_files()
+            for handler in set(logging.getLogger().handlers) - before:
+                if isinstance(handler, logging.FileHandler):
+                    for record in buffer.buffer:
+                        handler.handle(record)
+        train(setup)
     except NonFiniteLossError as e:
         die(str(e), code=1)
     except (ValueError, OSError) as e:

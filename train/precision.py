@@ -52,8 +52,15 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer) -> bool:
-        """Optimizer step through the scaler; False if the scaler skipped it (inf/NaN gradients)."""
+    def step(self, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None) -> bool:
+        """Optimizer step through the scaler; False if the scaler skipped it (inf/NaN gradients).
+
+        `clip_grad_norm` rescales the gradients (of all parameter groups together) to at most that L2 norm.
+        """
+        if clip_grad_norm:
+            self.scaler.unscale_(optimizer)  # a no-op when the scaler is disabled
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
         if not self.scaler.is_enabled():
             optimizer.step()
             return True

@@ -117,7 +117,8 @@ class Trainer:
                  num_val_videos: int = 0, num_classes: int = 0, criterion: nn.Module | None = None,
                  precision: Precision | None = None, dist_info: DistInfo | None = None,
                  callbacks: CallbackList | None = None, start_epoch: int = 1, seed: int = 0,
-                 max_batches: int | None = None, val_frequency: int = 1, max_nonfinite: int = 5) -> None:
+                 max_batches: int | None = None, val_frequency: int = 1, max_nonfinite: int = 5,
+                 clip_grad_norm: float | None = None) -> None:
         self.dist = dist_info or DistInfo()
         self.device = self.dist.device
         self.model = model
@@ -136,6 +137,7 @@ class Trainer:
         self.max_batches = max_batches
         self.val_frequency = max(1, val_frequency)
         self.guard = NonFiniteGuard(max_nonfinite)
+        self.clip_grad_norm = clip_grad_norm
         self.epoch = start_epoch
         self.num_batches = 0
         self.loader_info: dict[str, Any] = {}
@@ -205,7 +207,7 @@ class Trainer:
             if self.guard.check(finite, f"epoch {epoch} batch {i}"):
                 self.optimizer.zero_grad(set_to_none=True)
                 self.precision.backward(loss)
-                stepped = self.precision.step(self.optimizer)
+                stepped = self.precision.step(self.optimizer, self.clip_grad_norm)
                 if not stepped:
                     log.warning("epoch %d batch %d: gradients overflowed in fp16, step skipped (scale %.0f)",
                                 epoch, i, self.precision.scaler.get_scale())
