@@ -34,9 +34,9 @@ about the cost of a base iteration.
 **Batch norm** (`SubBatchNorm3d`, `convert_sub_batchnorm`): with both cycles the per-device batch grows up to 32x.
 Plain BN would then normalise over 32x more clips than the baseline, which changes its regularising noise (the
 multigrid paper and SlowFast keep BN statistics over a fixed number of clips). `SubBatchNorm3d` normalises each
-group of ``group_size`` clips with its own statistics (default: the base per-device batch, so every batch is
-normalised exactly like a baseline batch) while keeping one set of running statistics computed over the whole
-batch, and has exactly `nn.BatchNorm3d`'s parameters, buffers and state_dict keys, so checkpoints stay
+group of ``group_size`` clips with its own statistics (`MultigridSchedule.bn_group_size`: the base per-device
+batch, at least `BN_BASE_SIZE` = 8 like SlowFast, so a multigrid batch is normalised like a baseline batch) while
+keeping one set of running statistics computed over the whole batch, and has exactly `nn.BatchNorm3d`'s parameters, buffers and state_dict keys, so checkpoints stay
 interchangeable; in eval mode it *is* `BatchNorm3d`. Only 5-D (`BatchNorm3d`) layers are converted: 2-D BN inside
 frame-stacked models (the MiCT 2-D branch, f-R2D) sees ``N*T`` frames and is left as is.
 
@@ -64,6 +64,7 @@ __all__ = [
     "LONG_CYCLE_FACTORS",
     "SHORT_CYCLE_FACTORS",
     "BN_BASE_SIZE",
+    "LR_SCALINGS",
     "Shape",
     "Phase",
     "MultigridSchedule",
@@ -86,6 +87,12 @@ LONG_CYCLE_FACTORS: list[tuple[float, float]] = [(0.25, SQRT_HALF), (0.5, SQRT_H
 SHORT_CYCLE_FACTORS: tuple[float, float] = (0.5, SQRT_HALF)
 # Fewest clips a BN group normalises over (SlowFast's MULTIGRID.BN_BASE_SIZE).
 BN_BASE_SIZE = 8
+# lr multiplier of a long-cycle shape as a function of its batch factor.
+LR_SCALINGS: dict[str, Callable[[int], float]] = {
+    "linear": lambda f: float(f),
+    "sqrt": lambda f: math.sqrt(f),
+    "none": lambda f: 1.0,
+}
 
 _STATE_FORMAT = "multigrid-schedule-1"
 
@@ -206,6 +213,8 @@ class MultigridSchedule:
         lr_factor: the baseline's lr decay per stage (for `lr_multiplier`).
         min_clip_length: the model's minimum clip length (long-cycle clips are never shorter).
         crop_multiple: reduced crops are rounded to a multiple of this.
+        lr_scaling: how the lr follows the long-cycle batch factor f: ``linear`` (x f, SlowFast and the paper),
+            ``sqrt`` (x sqrt f) or ``none``; see `LR_SCALINGS`.
 
     After construction: ``end_epoch`` (total epochs), ``lr_steps`` (the remapped lr milestones: give these to a
     step lr schedule together with ``lr_scale``), ``phases``, `shape`, `lr_multiplier`, `describe`.
@@ -225,6 +234,7 @@ class MultigridSchedule:
         lr_factor: float = 0.1,
         min_clip_length: int = 1,
         crop_multiple: int = 2,
+        lr_scaling: str = "linear",
     ):
         interval = base_interval if isinstance(base_interval, int) else [int(i) for i in base_interval]
         self.config: dict[str, Any] = dict(
@@ -232,6 +242,7 @@ class MultigridSchedule:
             base_interval=interval, lr_steps=[int(s) for s in lr_steps], end_epoch=int(end_epoch),
             long_cycle=bool(long_cycle), short_cycle=bool(short_cycle), epoch_factor=float(epoch_factor),
             lr_factor=float(lr_factor), min_clip_length=int(min_clip_length), crop_multiple=int(crop_multiple),
+            lr_scaling=str(lr_scaling),
         )
         self.epoch = 0  # last epoch given to set_epoch: the schedule position stored in checkpoints
         self._build()
@@ -254,6 +265,8 @@ class MultigridSchedule:
                              f"got {steps}")
         if not c["epoch_factor"] > 0:
             raise ValueError(f"multigrid: epoch_factor must be > 0, got {c['epoch_factor']}")
+        if c["lr_scaling"] not in LR_SCALINGS:
+            raise ValueError(f"multigrid: lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {c['lr_scaling']!r}")
 
     def _long_shape(self, t_factor: float, s_factor: float) -> _LongShape:
         c = self.config
@@ -342,12 +355,18 @@ class MultigridSchedule:
     @classmethod
     def from_args(cls, args: Any, min_clip_length: int = 1, **kwargs: Any) -> MultigridSchedule:
         """Build from the SPEC 7 training arguments (``batch_size, clip_length, clip_size, train_frame_interval,
-        lr_steps, lr_factor, end_epoch, long_cycles, short_cycles``)."""
+        lr_steps, lr_factor, end_epoch, long_cycles, short_cycles``) and, when the parser has them,
+        ``multigrid_epoch_factor`` and ``multigrid_lr_scaling``; `kwargs` override."""
+        options = dict(lr_factor=getattr(args, "lr_factor", 0.1), min_clip_length=min_clip_length)
+        if getattr(args, "multigrid_epoch_factor", None) is not None:
+            options["epoch_factor"] = args.multigrid_epoch_factor
+        if getattr(args, "multigrid_lr_scaling", None) is not None:
+            options["lr_scaling"] = args.multigrid_lr_scaling
+        options.update(kwargs)
         return cls(
             base_batch=args.batch_size, base_clip_length=args.clip_length, base_crop=args.clip_size,
             base_interval=args.train_frame_interval, lr_steps=args.lr_steps or [], end_epoch=args.end_epoch,
-            long_cycle=bool(args.long_cycles), short_cycle=bool(args.short_cycles),
-            lr_factor=getattr(args, "lr_factor", 0.1), min_clip_length=min_clip_length, **kwargs,
+            long_cycle=bool(args.long_cycles), short_cycle=bool(args.short_cycles), **options,
         )
 
     # -- queries ----------------------------------------------------------------------------------------------
@@ -381,13 +400,18 @@ class MultigridSchedule:
             clip_length=ls.clip_length,
             crop_size=ls.crop_size,
             frame_interval=_scale_interval(self.config["base_interval"], ls.interval_factor),
-            lr_scale=float(ls.batch_factor) if self.long_cycle else 1.0,
+            lr_scale=self._lr_scale(ls.batch_factor),
             long_index=p.long_index,
             phase=p.name,
             stage=p.stage,
             short_crops=ls.short_crops,
             short_batches=None if ls.short_multipliers is None else tuple(batch * m for m in ls.short_multipliers),
         )
+
+    def _lr_scale(self, batch_factor: int) -> float:
+        if not self.long_cycle:
+            return 1.0
+        return LR_SCALINGS[self.config["lr_scaling"]](batch_factor)
 
     def stage(self, epoch: int) -> int:
         """The lr stage of `epoch` (number of lr decays applied)."""
@@ -411,12 +435,12 @@ class MultigridSchedule:
         lines = [
             f"Multigrid schedule: {mode}; base batch {c['base_batch']} x {c['base_clip_length']} frames "
             f"(interval {c['base_interval']}) x {c['base_crop']}px, {self.end_epoch} epochs "
-            f"(baseline {c['end_epoch']}, lr steps {c['lr_steps']} -> {self.lr_steps})",
+            f"(baseline {c['end_epoch']}, lr steps {c['lr_steps']} -> {self.lr_steps}), lr scaling "
+            f"{c['lr_scaling'] if self.long_cycle else 'none'}",
             f"  {'epochs':<10} {'phase':<10} {'stage':>5} {'batch':>6} {'frames':>6} {'interval':>9} "
             f"{'crop':>5} {'lr x':>6}  short cycle (batch@crop)",
         ]
         for p in self.all_phases:
-            s = self.shape(p.start) if p.end > p.start else None
             ls = self._shapes[p.long_index]
             batch = c["base_batch"] * ls.batch_factor
             interval = _scale_interval(c["base_interval"], ls.interval_factor)
@@ -425,7 +449,7 @@ class MultigridSchedule:
             short = "-"
             if ls.short_crops is not None:
                 short = " ".join(f"{batch * m}@{cr}" for m, cr in zip(ls.short_multipliers, ls.short_crops))
-            lr = s.lr_scale if s is not None else (float(ls.batch_factor) if self.long_cycle else 1.0)
+            lr = self._lr_scale(ls.batch_factor)
             lines.append(f"  {span:<10} {p.name:<10} {p.stage:>5} {batch:>6} {ls.clip_length:>6} {interval!s:>9} "
                          f"{ls.crop_size:>5} {lr:>6g}  {short}")
         return "\n".join(lines)

@@ -7,8 +7,17 @@ import types
 import pytest
 import torch
 
-from train.callbacks import (SPEED_THRESHOLDS, Checkpointer, CSVHistory, MetricPrinter, PlotCurves, SpeedMonitor,
-                             colour_speed, format_duration, read_csv_rows)
+from train.callbacks import (
+    SPEED_THRESHOLDS,
+    Checkpointer,
+    CSVHistory,
+    MetricPrinter,
+    PlotCurves,
+    SpeedMonitor,
+    colour_speed,
+    format_duration,
+    read_csv_rows,
+)
 from train.checkpoint import best_checkpoint_path, checkpoint_path, list_checkpoints, load_checkpoint
 from train.distributed import DistInfo
 

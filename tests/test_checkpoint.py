@@ -9,8 +9,16 @@ import torch
 
 import network
 from train import checkpoint as ck
-from train.checkpoint import (CheckpointError, build_model_from_checkpoint, capture_rng_state, check_same_model,
-                              list_checkpoints, load_checkpoint, restore_rng_state, save_checkpoint)
+from train.checkpoint import (
+    CheckpointError,
+    build_model_from_checkpoint,
+    capture_rng_state,
+    check_same_model,
+    list_checkpoints,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 
 torch.set_num_threads(1)
 KW = {"version": "v2", "width_mult": 0.125}

@@ -230,23 +230,6 @@ def test_pretrained_3d_and_fine_tune(store, tmp_path, caplog):
     assert e.value.code == 2
 
 
-def test_multigrid_flags_run_and_store_the_schedule(tmp_path, caplog):
-    # The cheapest shape takes 8 x 4 = 32 clips per batch at base batch 1: a store with 36 training videos.
-    store = make_store(tmp_path / "data", classes=2, videos_per_class=24)
-    run = tmp_path / "mg"
-    with caplog.at_level("INFO"):
-        assert cli.main(tiny_train_argv(store, run, "--long-cycles", "--short-cycles", "--end-epoch", "4",
-                                        "--lr-steps", "2", "--batch-size", "1", "--debug-mode")) == 0
-    assert "Multigrid schedule" in caplog.text and "short cycle" in caplog.text
-    last = max(p for p in run.glob("mict_resnet18_ep-*.pth"))
-    ckpt = load_checkpoint(last)
-    assert ckpt["multigrid"]["format"] == "multigrid-schedule-1"
-    # Resuming the multigrid checkpoint without the flags is refused clearly.
-    with pytest.raises(SystemExit) as e:
-        cli.main(tiny_train_argv(store, run, "--resume", str(last), "--end-epoch", "9"))
-    assert e.value.code == 2
-
-
 def test_demo_quick(tmp_path, capsys):
     from tools import demo
 

@@ -10,8 +10,16 @@ import torch
 import torch.multiprocessing as mp
 
 from tests.train_util import make_store, tiny_train_argv
-from train.distributed import (DistInfo, DistributedSetupError, ShardSampler, all_ranks_true, all_reduce_sum,
-                               parse_gpus, select_device, torchrun_command)
+from train.distributed import (
+    DistInfo,
+    DistributedSetupError,
+    ShardSampler,
+    all_ranks_true,
+    all_reduce_sum,
+    parse_gpus,
+    select_device,
+    torchrun_command,
+)
 
 
 def test_parse_gpus():

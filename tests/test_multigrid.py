@@ -362,3 +362,16 @@ def test_tiny_training_run_with_both_cycles_and_resume_mid_long_cycle(demo_root,
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with open(resumed / "train_results.csv") as f:
         assert [float(r["lr"]) for r in csv.DictReader(f)][-3:] == pytest.approx([0.08, 0.02, 0.001])
+
+
+def test_lr_scaling_options_and_from_args_extras():
+    args = SimpleNamespace(batch_size=2, clip_length=8, clip_size=32, train_frame_interval=[1], lr_steps=[6],
+                           lr_factor=0.1, end_epoch=10, long_cycles=True, short_cycles=False,
+                           multigrid_epoch_factor=1.5, multigrid_lr_scaling="sqrt")
+    s = MultigridSchedule.from_args(args)
+    assert s.end_epoch == 15 and s.config["lr_scaling"] == "sqrt"
+    assert s.shape(0).lr_scale == pytest.approx(8 ** 0.5) and s.shape(s.end_epoch - 1).lr_scale == 1.0
+    none = MultigridSchedule.from_args(args, lr_scaling="none")
+    assert {none.shape(e).lr_scale for e in range(none.end_epoch)} == {1.0}
+    with pytest.raises(ValueError, match="lr_scaling"):
+        MultigridSchedule(2, 8, 32, 1, [6], 10, lr_scaling="cubic")

@@ -197,3 +197,53 @@ def test_two_epochs_equal_one_epoch_plus_resume(store, tmp_path, workers):
     assert len(rows_a) == len(rows_b) == 3
     for ra, rb in zip(rows_a, rows_b):
         assert ra.split(",")[:4] == rb.split(",")[:4]  # epoch, top1, top5, loss (not the timings)
+
+
+# ---------------------------------------------------------------------------------------------- multigrid
+@pytest.fixture(scope="module")
+def mg_store(tmp_path_factory):
+    # Room for the largest multigrid batches at base batch 1: a store with 36 training videos.
+    return make_store(tmp_path_factory.mktemp("mg_store"), classes=2, videos_per_class=24)
+
+
+MG = ["--long-cycles", "--short-cycles", "--end-epoch", "4", "--lr-steps", "2", "--batch-size", "1", "--debug-mode"]
+
+
+def test_multigrid_flags_run_and_store_the_schedule(mg_store, tmp_path, caplog):
+    run = tmp_path / "mg"
+    with caplog.at_level("INFO"):
+        assert train_main(tiny_train_argv(mg_store, run, *MG)) == 0
+    assert "Multigrid schedule" in caplog.text
+    assert "[long-0 (1/4), short cycle 1/3]" in caplog.text  # the printer shows the position of each batch
+    # cheapest shape: 4 of 8 frames (the model minimum) at 22px, batch x4; short cycle 1 at 16px doubles it
+    assert "batch=8x3x4x16x16" in caplog.text and "lr=4.00e-02" in caplog.text  # lr x4 (linear scaling)
+    ckpt = load_checkpoint(checkpoint_path(run, "mict_resnet18", 4))
+    assert ckpt["multigrid"]["format"] == "multigrid-schedule-1" and ckpt["multigrid"]["epoch"] == 3
+    with pytest.raises(SystemExit) as e:  # resuming it without the flags is refused clearly
+        train_main(tiny_train_argv(mg_store, run, "--resume-epoch", "4", "--end-epoch", "9"))
+    assert e.value.code == 2
+
+
+class StopAfter(Callback):
+    """Ends training after `epoch`, like a job killed between epochs."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        trainer.stop_training = epoch >= self.epoch
+
+
+def test_multigrid_resume_mid_cycle_continues_the_same_schedule(mg_store, tmp_path):
+    from train import cli
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train_main(tiny_train_argv(mg_store, straight, *MG)) == 0
+    setup = cli.prepare(cli.parse_args(tiny_train_argv(mg_store, split, *MG)), extra_callbacks=[StopAfter(2)])
+    cli.train(setup)  # stops inside the long cycle, after epoch 2
+    assert not checkpoint_path(split, "mict_resnet18", 3).exists()
+    assert train_main(tiny_train_argv(mg_store, split, *MG, "--resume-epoch", "2")) == 0
+    a, b = _final_state(straight, 4), _final_state(split, 4)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["multigrid"] == b["multigrid"]

@@ -14,8 +14,8 @@ run do not leak into the next. Reported per configuration:
 - the first epoch whose validation video@1 reaches ``--target`` and the training seconds spent until then, with
   the speed-up over the baseline; the final and best validation video@1.
 
-``long+short-plainbn`` (not run by default) is long+short with plain BatchNorm instead of `SubBatchNorm3d`,
-the ablation behind the batch-norm choice of `data.multigrid`. Prints a markdown table; ``--out`` also writes it.
+``long-plainbn`` and ``long+short-plainbn`` (not run by default) keep plain BatchNorm instead of
+`SubBatchNorm3d`: the ablation behind the batch-norm choice of `data.multigrid`. Prints a markdown table; ``--out`` also writes it.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ CONFIGS: dict[str, list[str]] = {
     "long": ["--long-cycles"],
     "short": ["--short-cycles"],
     "long+short": ["--long-cycles", "--short-cycles"],
+    "long-plainbn": ["--long-cycles"],
     "long+short-plainbn": ["--long-cycles", "--short-cycles"],
 }
 DEFAULT_CONFIGS = "baseline,long,short,long+short"
@@ -70,16 +71,19 @@ class RunResult:
 
 
 def bench_config(quick: bool):
-    """The demo's data and training settings, resized for a 4-way comparison (see `--help` for overrides)."""
+    """The demo's data, model and training settings (`tools.demo`), with half its batch.
+
+    Multigrid multiplies the batch by up to 32 (long x short cycle), so on the demo's few hundred training videos
+    the demo's own batch would leave a handful of iterations per cheap epoch; half the batch (and half the lr,
+    by the linear scaling rule) keeps every configuration trainable. Command-line options override each setting.
+    """
     from tools.demo import FULL, QUICK
 
     if quick:
-        # Enough training videos (24) that the largest multigrid batch (16 clips at base batch 1) fits.
-        return replace(QUICK, classes=2, videos_per_class=16, batch_size=1, lr_base=0.01, lr_steps=(2,),
-                       end_epoch=3, val_clips_per_video=1)
-    # The demo's data (8 classes x 40 videos, 240 train) holds 5 multigrid iterations of base batch 8 in the
-    # largest shape (64/32/32 clips); half width keeps four runs affordable on 2 CPU cores.
-    return replace(FULL, batch_size=8, lr_base=0.025, width_mult=0.5, val_clips_per_video=1)
+        # Enough training videos that the largest multigrid batch (16 clips at base batch 1) fits.
+        return replace(QUICK, classes=2, videos_per_class=16, held_out=0.25, batch_size=1, lr_base=0.01,
+                       lr_steps=(2,), end_epoch=3, val_clips_per_video=1)
+    return replace(FULL, batch_size=max(1, FULL.batch_size // 2), lr_base=FULL.lr_base / 2, val_clips_per_video=1)
 
 
 def train_args(cfg, network: str, store: Path, labels: str | None, run_dir: Path) -> list[str]:
@@ -88,7 +92,7 @@ def train_args(cfg, network: str, store: Path, labels: str | None, run_dir: Path
 
     argv = ["--dataset", str(store), "--network", network, "--model-dir", str(run_dir),
             "--clip-length", str(cfg.clip_length), "--clip-size", str(cfg.clip_size),
-            "--train-frame-interval", *map(str, cfg.frame_interval), "--val-frame-interval", str(cfg.frame_interval[0]),
+            "--train-frame-interval", *map(str, cfg.frame_interval), "--val-frame-interval", str(cfg.frame_interval[-1]),
             "--batch-size", str(cfg.batch_size), "--lr-base", str(cfg.lr_base), "--end-epoch", str(cfg.end_epoch),
             "--warmup-epochs", str(cfg.warmup_epochs), "--workers", str(cfg.workers),
             "--val-clips-per-video", str(cfg.val_clips_per_video), "--log-interval", "20",
@@ -100,6 +104,8 @@ def train_args(cfg, network: str, store: Path, labels: str | None, run_dir: Path
         argv += ["--lr-steps", *map(str, cfg.lr_steps)]
     if cfg.width_mult is not None:
         argv += ["--width-mult", str(cfg.width_mult)]
+    if getattr(cfg, "clip_grad_norm", None):
+        argv += ["--clip-grad-norm", str(cfg.clip_grad_norm)]
     for arg in MODEL_ARGS.get(network, []):
         argv += ["--model-arg", arg]
     return argv
@@ -195,12 +201,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
                    help=f"comma-separated, from: {', '.join(CONFIGS)} (the first is the speed-up reference)")
     p.add_argument("--network", default="mict_resnet18", help="model (the same for every configuration)")
-    p.add_argument("--width-mult", type=float, default=None, help="override the model width (default 0.5; quick 0.125)")
-    p.add_argument("--batch-size", type=int, default=None, help="override the base batch (default 8; quick 1)")
-    p.add_argument("--lr-base", type=float, default=None, help="override the base lr (default 0.025; quick 0.01)")
-    p.add_argument("--end-epoch", type=int, default=None, help="override the epoch budget (default 8; quick 3)")
-    p.add_argument("--lr-steps", type=int, nargs="*", default=None, help="override the lr steps (default 6; quick 2)")
-    p.add_argument("--videos-per-class", type=int, default=None, help="override the dataset size (default 40)")
+    p.add_argument("--width-mult", type=float, default=None, help="override the model width (default: the demo's)")
+    p.add_argument("--batch-size", type=int, default=None, help="override the base batch (default: half the demo's)")
+    p.add_argument("--lr-base", type=float, default=None, help="override the base lr (default: half the demo's)")
+    p.add_argument("--end-epoch", type=int, default=None, help="override the epoch budget (default: the demo's)")
+    p.add_argument("--lr-steps", type=int, nargs="*", default=None, help="override the lr steps (default: the demo's)")
+    p.add_argument("--warmup-epochs", type=float, default=None, help="override the lr warm-up (demo's)")
+    p.add_argument("--clip-length", type=int, default=None, help="override the clip length T (demo's)")
+    p.add_argument("--clip-size", type=int, default=None, help="override the crop size S (demo's)")
+    p.add_argument("--frame-interval", type=int, nargs="+", default=None, help="override the frame interval(s)")
+    p.add_argument("--videos-per-class", type=int, default=None, help="override the demo dataset size")
     p.add_argument("--target", type=float, default=90.0, help="validation video@1 (%%) for the time-to-accuracy")
     p.add_argument("--dataset", type=Path, default=None,
                    help="benchmark on this converted dataset root instead of generating the demo data")
@@ -230,7 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = bench_config(args.quick)
     overrides = {"width_mult": args.width_mult, "batch_size": args.batch_size, "lr_base": args.lr_base,
-                 "end_epoch": args.end_epoch, "videos_per_class": args.videos_per_class, "workers": args.workers}
+                 "end_epoch": args.end_epoch, "videos_per_class": args.videos_per_class, "workers": args.workers,
+                 "warmup_epochs": args.warmup_epochs, "clip_length": args.clip_length, "clip_size": args.clip_size,
+                 "frame_interval": tuple(args.frame_interval) if args.frame_interval else None}
     cfg = replace(cfg, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
     if args.lr_steps is not None:
         cfg = replace(cfg, lr_steps=tuple(args.lr_steps))
