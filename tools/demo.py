@@ -129,6 +129,24 @@ def prepare_data(cfg: DemoConfig, data_dir: Path, workers: int) -> Path:
     return store
 
 
+def held_out_videos(labels_csv: Path, videos_dir: Path, count: int = 2) -> list[Path]:
+    """Raw source files of `count` test-split videos, from different classes where possible."""
+    from data.labels import VIDEO_EXTENSIONS, read_labels
+
+    picked: dict[str, Path] = {}
+    for s in read_labels(labels_csv):
+        if s.split != "test" or s.label in picked:
+            continue
+        for ext in VIDEO_EXTENSIONS:
+            path = videos_dir / s.label / f"{s.video_id}{ext}"
+            if path.is_file():
+                picked[s.label] = path
+                break
+        if len(picked) == count:
+            break
+    return list(picked.values())
+
+
 def split_test(all_csv: Path, out_csv: Path) -> dict[str, int]:
     """Copy `all_csv` to `out_csv` with every second held-out ('val') video of each class moved to 'test'."""
     from data.labels import Sample, read_labels, write_labels
@@ -203,8 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = write_outputs(ev, classes, run_dir, "test", checkpoint, cfg.test_clips_per_video)
     timings["evaluate"] = time.perf_counter() - t
 
-    # ---- Issue 6 (predict on raw videos) appends its step here: `checkpoint`, `store` and the raw videos in
-    # ---- `data_dir / "videos"` are available; report its outputs next to the ones printed below.
+    # Predict on two raw held-out videos (no conversion: what a user does with their own files).
+    from tools.predict import format_result, predict_videos
+
+    t = time.perf_counter()
+    test_videos = held_out_videos(store / "labels" / LABELS, data_dir / "videos", count=2)
+    predictions = predict_videos(checkpoint, test_videos, topk=3, timeline=True, out=run_dir / "predict")
+    timings["predict"] = time.perf_counter() - t
 
     total = time.perf_counter() - started
     print()
@@ -212,12 +235,18 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(chance {100 / cfg.classes:.1f}%, frame-order-blind ceiling {200 / cfg.classes:.1f}%) ==")
     print(format_report(ev, classes, cfg.test_clips_per_video))
     print(f"time: data {timings['data']:.0f}s, train {timings['train']:.0f}s, evaluate {timings['evaluate']:.0f}s, "
-          f"total {total:.0f}s")
+          f"predict {timings['predict']:.0f}s, total {total:.0f}s")
     print(f"checkpoint:  {checkpoint}")
     print(f"history:     {run_dir / 'train_results.csv'}, {run_dir / 'val_results.csv'}")
     print(f"plots:       {run_dir / 'curves.png'}, {outputs['png']}")
     print(f"evaluation:  {outputs['json']}, {outputs['csv']}")
     print(f"log:         {train_args.log_file}")
+    print()
+    print("== predict on raw held-out videos (python -m tools.predict --checkpoint CKPT VIDEO --timeline) ==")
+    for r in predictions:
+        print(format_result(r), end="")
+        if r.get("timeline_png"):
+            print(f"  timeline PNG: {r['timeline_png']}")
     if not args.quick and args.network.startswith("mict") and ev.video_top1 < TARGET_VIDEO_TOP1:
         log.warning("video@1 %.1f%% is below the demo's target of %.0f%%", ev.video_top1, TARGET_VIDEO_TOP1)
     return 0

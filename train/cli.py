@@ -157,9 +157,11 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--warmup-epochs", type=float, default=0.0, help="linear lr warm-up (fractional epochs)")
     o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                    help="SGD (momentum, nesterov) or AdamW (converges in far fewer steps on small datasets)")
+    o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="SGD (momentum, Nesterov) or AdamW (decoupled weight decay)")
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
-    o.add_argument("--weight-decay", type=float, default=1e-4, help="L2 weight decay")
+    o.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (L2 for SGD, decoupled for AdamW)")
     o.add_argument("--clip-grad-norm", type=_positive_float, default=None,
                    help="clip the gradients to this L2 norm (default: no clipping)")
     o.add_argument("--end-epoch", type=_positive_int, default=30, help="last epoch (1-based, inclusive)")
@@ -327,6 +329,14 @@ def _param_groups(model: nn.Module, args: argparse.Namespace) -> list[dict[str, 
     log.info("fine-tune: %d backbone tensors at lr x%g, %d classifier tensors at the base lr", len(backbone),
              args.fine_tune_lr_mult, len(head))
     return [{"params": backbone, "lr_mult": args.fine_tune_lr_mult}, {"params": head, "lr_mult": 1.0}]
+
+
+def build_optimizer(groups: list[dict[str, Any]], args: argparse.Namespace) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum, the default, or AdamW; the schedule sets each group's lr later."""
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=args.lr_base, weight_decay=args.weight_decay)
+    return torch.optim.SGD(groups, lr=args.lr_base, momentum=args.momentum, weight_decay=args.weight_decay,
+                           nesterov=args.nesterov and args.momentum > 0)
 
 
 def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
