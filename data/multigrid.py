@@ -107,8 +107,8 @@ def _round_to_multiple(x: float, multiple: int) -> int:
 
 
 def _scale_interval(interval: int | Sequence[int], factor: int) -> int | tuple[int, ...]:
-    if isinstance(interval, (int,)) and not isinstance(interval, bool):
-        return int(interval) * factor
+    if isinstance(interval, int):
+        return interval * factor
     return tuple(int(i) * factor for i in interval)
 
 

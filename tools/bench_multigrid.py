@@ -15,7 +15,8 @@ run do not leak into the next. Reported per configuration:
   the speed-up over the baseline; the final and best validation video@1.
 
 ``long-plainbn`` and ``long+short-plainbn`` (not run by default) keep plain BatchNorm instead of
-`SubBatchNorm3d`: the ablation behind the batch-norm choice of `data.multigrid`. Prints a markdown table; ``--out`` also writes it.
+`SubBatchNorm3d`: the ablation behind the batch-norm choice of `data.multigrid`; ``--lr-scaling`` changes how
+the long cycle scales the lr (another ablation). Prints a markdown table; ``--out`` also writes it.
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def train_args(cfg, network: str, store: Path, labels: str | None, run_dir: Path
 
     argv = ["--dataset", str(store), "--network", network, "--model-dir", str(run_dir),
             "--clip-length", str(cfg.clip_length), "--clip-size", str(cfg.clip_size),
-            "--train-frame-interval", *map(str, cfg.frame_interval), "--val-frame-interval", str(cfg.frame_interval[-1]),
+            "--train-frame-interval", *map(str, cfg.frame_interval),
+            "--val-frame-interval", str(cfg.frame_interval[-1]),
             "--batch-size", str(cfg.batch_size), "--lr-base", str(cfg.lr_base), "--end-epoch", str(cfg.end_epoch),
             "--warmup-epochs", str(cfg.warmup_epochs), "--workers", str(cfg.workers),
             "--val-clips-per-video", str(cfg.val_clips_per_video), "--log-interval", "20",
@@ -117,6 +119,7 @@ def child_main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench_multigrid --child")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--plain-bn", action="store_true", help="keep plain BatchNorm3d (ablation)")
+    p.add_argument("--lr-scaling", default=None, help="multigrid lr scaling (data.multigrid.LR_SCALINGS)")
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     if args.threads:
@@ -125,6 +128,13 @@ def child_main(argv: Sequence[str]) -> int:
         import data.multigrid
 
         data.multigrid.convert_sub_batchnorm = lambda module, group_size: module  # the trainer imports it late
+    if args.lr_scaling:
+        import functools
+
+        import data.multigrid
+
+        cls = data.multigrid.MultigridSchedule
+        cls.from_args = functools.partial(cls.from_args.__func__, cls, lr_scaling=args.lr_scaling)
     from train.cli import main as train_main
 
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
@@ -137,13 +147,15 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def run_config(name: str, train_args: list[str], run_dir: Path, threads: int | None, target: float,
-               verbose: bool) -> RunResult:
+               verbose: bool, lr_scaling: str | None = None) -> RunResult:
     """Train one configuration in a child process and read its figures back from the trainer's CSVs."""
     cmd = [sys.executable, "-m", "tools.bench_multigrid", "--child"]
     if threads:
         cmd += ["--threads", str(threads)]
     if name.endswith("-plainbn"):
         cmd.append("--plain-bn")
+    if lr_scaling:
+        cmd += ["--lr-scaling", lr_scaling]
     cmd += ["--", *train_args, *CONFIGS[name]]
     log.info("%s: %s", name, shlex.join(cmd[1:]))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -211,6 +223,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clip-size", type=int, default=None, help="override the crop size S (demo's)")
     p.add_argument("--frame-interval", type=int, nargs="+", default=None, help="override the frame interval(s)")
     p.add_argument("--videos-per-class", type=int, default=None, help="override the demo dataset size")
+    p.add_argument("--lr-scaling", default=None, choices=["linear", "sqrt", "none"],
+                   help="lr scaling of the long cycle's batch factor (default: the trainer's, linear)")
     p.add_argument("--target", type=float, default=90.0, help="validation video@1 (%%) for the time-to-accuracy")
     p.add_argument("--dataset", type=Path, default=None,
                    help="benchmark on this converted dataset root instead of generating the demo data")
@@ -267,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             (run_dir / stale).unlink(missing_ok=True)
         argv_run = train_args(cfg, args.network, store, labels, run_dir)
         try:
-            result = run_config(name, argv_run, run_dir, args.threads, args.target, args.verbose)
+            result = run_config(name, argv_run, run_dir, args.threads, args.target, args.verbose, args.lr_scaling)
         except (RuntimeError, OSError, KeyError, ValueError) as e:
             die(str(e), code=1)
         log.info("%s: %.0f s wall-clock, %.0f s training, %.1f clips/s, final video@1 %.1f%%", name, result.wall_s,
@@ -281,9 +295,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = [
         f"Command: `{command.strip()}`",
         "",
-        f"Model {args.network} (width {cfg.width_mult or 1.0}), data {data_text}, clips {cfg.clip_length}x{cfg.clip_size}^2 interval "
-        f"{list(cfg.frame_interval)}, base batch {cfg.batch_size}, lr {cfg.lr_base} steps {list(cfg.lr_steps)}, "
-        f"{cfg.end_epoch} epochs, warm-up {cfg.warmup_epochs}, {cfg.workers} worker(s), val {cfg.val_clips_per_video} "
+        f"Model {args.network} (width {cfg.width_mult or 1.0}), data {data_text}, clips "
+        f"{cfg.clip_length}x{cfg.clip_size}^2 interval {list(cfg.frame_interval)}, base batch {cfg.batch_size}, lr "
+        f"{cfg.lr_base} steps {list(cfg.lr_steps)}, {cfg.end_epoch} epochs, warm-up {cfg.warmup_epochs}, long-cycle "
+        f"lr scaling {args.lr_scaling or 'linear'}, {cfg.workers} worker(s), val {cfg.val_clips_per_video} "
         f"clips/video, seed {cfg.seed}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s); load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.",

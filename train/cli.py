@@ -156,9 +156,8 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--lr-factor", type=_positive_float, default=0.1, help="lr decay factor at each step")
     o.add_argument("--warmup-epochs", type=float, default=0.0, help="linear lr warm-up (fractional epochs)")
     o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                   help="SGD (momentum, nesterov) or AdamW (converges in far fewer steps on small datasets)")
-    o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                   help="SGD (momentum, Nesterov) or AdamW (decoupled weight decay)")
+                   help="SGD (momentum, Nesterov) or AdamW (decoupled weight decay; converges in far fewer steps "
+                        "on small datasets)")
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
     o.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (L2 for SGD, decoupled for AdamW)")
@@ -417,11 +416,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     if args.precision != "fp32":
         keep_batchnorm_fp32(model)
     precision = Precision(args.precision, device)
-    if getattr(args, "optimizer", "sgd") == "adamw":
-        optimizer = torch.optim.AdamW(_param_groups(model, args), lr=args.lr_base, weight_decay=args.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(_param_groups(model, args), lr=args.lr_base, momentum=args.momentum,
-                                    weight_decay=args.weight_decay, nesterov=args.nesterov and args.momentum > 0)
+    optimizer = build_optimizer(_param_groups(model, args), args)
     scheduler = StepLRSchedule(optimizer, args.lr_base, lr_steps, args.lr_factor, args.warmup_epochs)
 
     if multigrid is not None:
