@@ -240,5 +240,5 @@ def test_demo_quick(tmp_path, capsys):
     run = tmp_path / "runs" / "quick_mict_resnet18"
     assert (run / "mict_resnet18_best.pth").is_file() and (run / "eval_test.json").is_file()
     # The demo ends by predicting on two raw held-out videos, with a timeline PNG each.
-    assert "predict on raw held-out videos" in out and out.count("timeline PNG:") == 2
+    assert "predict on raw held-out videos" in out and out.count("timeline strip:") == 2
     assert len(list((run / "predict").glob("*.timeline.png"))) == 2

@@ -199,6 +199,8 @@ def format_table(results: list[RunResult], target: float) -> list[str]:
         speed = "-"
         if r.train_s_to_target and ref.train_s_to_target:
             speed = f"{ref.train_s_to_target / r.train_s_to_target:.2f}x"
+        elif r.train_s_to_target and r is not ref:  # the reference never got there within its whole run
+            speed = f"> {ref.train_s / r.train_s_to_target:.2f}x"
         lines.append(f"| {r.name} | {r.epochs} | {r.wall_s:.0f} | {r.cpu_s:.0f} | {r.train_s:.0f} | "
                      f"{r.clips_per_s:.1f} | {r.epoch_to_target if r.epoch_to_target is not None else '-'} | "
                      f"{to_target} | {speed} | {ref.wall_s / r.wall_s:.2f}x | {r.final_top1:.1f} | "
