@@ -330,14 +330,21 @@ def demo_root(tmp_path_factory):
     return base / "store"
 
 
-def test_tiny_training_run_with_both_cycles_and_resume_mid_long_cycle(demo_root, tmp_path):
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convolutions: more threads only add contention
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_training_run_with_both_cycles_and_resume_mid_long_cycle(demo_root, tmp_path, one_thread):
     import csv
 
     import network
     from train.checkpoint import load_checkpoint
     from train.cli import main
 
-    torch.set_num_threads(1)
     common = ["--dataset", str(demo_root), "--network", "r3d_18", "--width-mult", "0.125", "--clip-length", "8",
               "--clip-size", "32", "--train-frame-interval", "1", "--val-frame-interval", "1", "--batch-size", "1",
               "--lr-base", "0.01", "--lr-steps", "3", "--end-epoch", "4", "--long-cycles", "--short-cycles",
@@ -375,3 +382,18 @@ def test_lr_scaling_options_and_from_args_extras():
     assert {none.shape(e).lr_scale for e in range(none.end_epoch)} == {1.0}
     with pytest.raises(ValueError, match="lr_scaling"):
         MultigridSchedule(2, 8, 32, 1, [6], 10, lr_scaling="cubic")
+
+
+def test_training_cli_passes_multigrid_options_to_the_schedule():
+    from train.cli import parse_args
+
+    args = parse_args(["--dataset", "x", "--long-cycles", "--batch-size", "4", "--clip-length", "8",
+                       "--clip-size", "32", "--end-epoch", "8", "--multigrid-lr-scaling", "none",
+                       "--multigrid-epoch-factor", "1.5"])
+    plain = MultigridSchedule.from_args(parse_args(["--dataset", "x", "--long-cycles", "--batch-size", "4",
+                                                    "--clip-length", "8", "--clip-size", "32",
+                                                    "--end-epoch", "8"]))
+    s = MultigridSchedule.from_args(args)
+    assert s.end_epoch == 12 and plain.end_epoch == 8
+    assert all(s.shape(e).lr_scale == 1.0 for e in range(s.end_epoch))
+    assert max(plain.shape(e).lr_scale for e in range(plain.end_epoch)) == 8.0

@@ -1,12 +1,14 @@
 """Multigrid benchmark: the plain baseline against long, short and long+short cycles on the demo dataset.
 
     python -m tools.bench_multigrid [--quick] [--configs baseline,long,short,long+short] [--out FILE]
+    python -m tools.bench_multigrid --dataset ROOT --network r3d_18 --width-mult 0.25 ...   # any converted dataset
 
 Every configuration trains the same model from the same seed on the same synthetic motion dataset
 (`tools.synthetic` + `tools.convert`, prepared once and reused, as by `tools.demo`) with the same epoch budget
 (``--end-epoch``; the multigrid schedule keeps it, see `data.multigrid`), validating after every epoch. Each run
 is a fresh ``python -m train`` process (through this module's ``--child`` mode), so that memory and threads of one
-run do not leak into the next. Reported per configuration:
+run do not leak into the next; one torch thread by default, because on a shared machine several spinning threads
+per process made epoch times vary up to 20x. Reported per configuration:
 
 - wall-clock seconds of the whole run (start-up, training, validation, checkpoints) and its CPU seconds (user +
   system of the child; on a shared machine CPU time is the steadier of the two);
@@ -233,7 +235,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", default=None, help="label CSV of --dataset (default: its labels/all.csv)")
     p.add_argument("--data-dir", type=Path, default=Path("bench_data/multigrid"),
                    help="generated videos and frame store (reused when the settings match)")
-    p.add_argument("--run-dir", type=Path, default=Path("bench_runs/multigrid"), help="one training folder per config")
+    p.add_argument("--run-dir", type=Path, default=Path("bench_data/multigrid_runs"),
+                   help="one training folder per configuration")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per run (1: steady timings on a shared machine; 0: torch's choice)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers per run (default: the demo's 1)")
