@@ -3,10 +3,9 @@
 Defaults for HMDB-51 (labels from `python -m tools.make_labels hmdb51 ...`: labels/hmdb51_split{1,2,3}.csv), then the
 shared trainer (`train.cli`); every argument of `python -m train --help` works here too.
 """
-import argparse
 import sys
 
-from train.cli import main
+from train.cli import run_dataset_script, split_option
 
 DEFAULTS = {
     "dataset": "datasets/HMDB-51", "network": "mict_resnet18", "clip_length": 16, "clip_size": 112,
@@ -15,16 +14,8 @@ DEFAULTS = {
 }
 
 
-def add_split(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--split", type=int, choices=(1, 2, 3), default=1,
-                        help="official train/test split (labels/hmdb51_split<N>.csv unless --labels is given)")
-
-
 def run(argv=None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    add_split(pre)
-    split = pre.parse_known_args(argv)[0].split
-    return main(argv, defaults={**DEFAULTS, "labels": f"hmdb51_split{split}"}, extra_args=add_split)
+    return run_dataset_script(argv, DEFAULTS, split_option("hmdb51"), lambda a: {"labels": f"hmdb51_split{a.split}"})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ labels/kinetics<N>.csv), then the shared trainer (`train.cli`); every argument o
 import argparse
 import sys
 
-from train.cli import main
+from train.cli import run_dataset_script
 
 VARIANTS = (200, 400, 600, 700)
 DEFAULTS = {
@@ -22,11 +22,8 @@ def add_variant(parser: argparse.ArgumentParser) -> None:
 
 
 def run(argv=None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    add_variant(pre)
-    variant = pre.parse_known_args(argv)[0].variant
-    defaults = {**DEFAULTS, "dataset": f"datasets/Kinetics-{variant}", "labels": f"kinetics{variant}"}
-    return main(argv, defaults=defaults, extra_args=add_variant)
+    return run_dataset_script(argv, DEFAULTS, add_variant, lambda a: {
+        "dataset": f"datasets/Kinetics-{a.variant}", "labels": f"kinetics{a.variant}"})
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_per_dataset_scripts_are_thin_wrappers(script, expect, monkeypatch):
         seen["args"] = cli.parse_args(argv, defaults, extra_args)
         return 0
 
-    monkeypatch.setattr(module, "main", fake_main)
+    monkeypatch.setattr(cli, "main", fake_main)
     argv = ["--variant", "600"] if script == "train_kinetics" else ["--split", "2"]
     assert module.run(argv) == 0
     args = seen["args"]

@@ -596,3 +596,23 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
         if dist_info is not None:
             cleanup()
     return 0
+
+
+def split_option(dataset: str, splits: Sequence[int] = (1, 2, 3)) -> Callable[[argparse.ArgumentParser], None]:
+    """``--split N`` of a per-dataset script whose labels are ``labels/<dataset>_split<N>.csv``."""
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--split", type=int, choices=tuple(splits), default=splits[0],
+                            help=f"official train/test split (labels/{dataset}_split<N>.csv unless --labels is given)")
+    return add
+
+
+def run_dataset_script(argv: Sequence[str] | None, defaults: dict[str, Any],
+                       add_option: Callable[[argparse.ArgumentParser], None],
+                       option_defaults: Callable[[argparse.Namespace], dict[str, Any]]) -> int:
+    """Entry of a per-dataset script: its own option (``--split``, ``--variant``) picks further defaults
+    (labels, dataset root), which the user's explicit arguments still override; then `main`."""
+    pre = argparse.ArgumentParser(add_help=False)
+    add_option(pre)
+    picked = pre.parse_known_args(argv)[0]  # a bad choice exits here with argparse's one-line error
+    return main(argv, defaults={**defaults, **option_defaults(picked)}, extra_args=add_option)
+
