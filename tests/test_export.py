@@ -13,13 +13,7 @@ from network import SqueezeRecursion, build_model
 from tests.test_predict import CLASSES, make_checkpoint
 from tools import export_onnx
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # MiCT-ResNet (v1) needs 16 frames; the others run on 8.

@@ -11,13 +11,7 @@ from network import build_model
 from tests.test_predict import CLASSES, make_checkpoint, make_dataset
 from tools import extract_features
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,7 @@ from train.checkpoint import FORMAT
 CLASSES = ["archery", "bowling", "cycling", "diving"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- generated data (also used by test_features.py) -----------------------------------------------------------
@@ -112,13 +107,18 @@ def make_checkpoint(path: str | Path, network: str = "r3d_18", classes=CLASSES, 
     return Path(path)
 
 
-def eval_path_probs(root: Path, ckpt_path: Path, clips_per_video: int) -> np.ndarray:
-    """The evaluation path: val clips of `VideoDataset` on the converted db, model forward, softmax mean per video."""
+def _model_from_checkpoint(ckpt_path: Path):
+    """The checkpoint dict and its model, in eval mode."""
     ckpt = torch.load(ckpt_path, weights_only=True)
-    pre = ckpt["preprocess"]
     model = build_model(ckpt["network"], ckpt["num_classes"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["model"])
-    model.eval()
+    return ckpt, model.eval()
+
+
+def eval_path_probs(root: Path, ckpt_path: Path, clips_per_video: int) -> np.ndarray:
+    """The evaluation path: val clips of `VideoDataset` on the converted db, model forward, softmax mean per video."""
+    ckpt, model = _model_from_checkpoint(ckpt_path)
+    pre = ckpt["preprocess"]
     ds = VideoDataset(root, split="val", clip_length=pre["clip_length"], frame_interval=pre["frame_interval"],
                       transform=val_transform(pre["crop_size"], pre["resize_short"], mean=pre["mean"],
                                               std=pre["std"]),
@@ -137,11 +137,8 @@ def fit_head(ckpt_path: Path, root: Path, clips_per_video: int, margin: float = 
     A random tiny network is nearly uniform over classes, which would make "same top-1" trivially true; with
     this head each video has its own, clear top-1 class and the comparison means something.
     """
-    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt, model = _model_from_checkpoint(ckpt_path)
     pre = ckpt["preprocess"]
-    model = build_model(ckpt["network"], ckpt["num_classes"], **ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["model"])
-    model.eval()
     ds = VideoDataset(root, split="val", clip_length=pre["clip_length"], frame_interval=pre["frame_interval"],
                       transform=val_transform(pre["crop_size"], pre["resize_short"]), clips_per_video=clips_per_video)
     with torch.inference_mode():
