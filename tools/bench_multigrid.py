@@ -97,7 +97,7 @@ def train_args(cfg, network: str, store: Path, labels: str | None, run_dir: Path
             "--clip-length", str(cfg.clip_length), "--clip-size", str(cfg.clip_size),
             "--train-frame-interval", *map(str, cfg.frame_interval),
             "--val-frame-interval", str(cfg.frame_interval[-1]),
-            "--batch-size", str(cfg.batch_size), "--lr-base", str(cfg.lr_base), "--end-epoch", str(cfg.end_epoch),
+            "--batch-size", str(cfg.batch_size), "--optimizer", cfg.optimizer, "--lr-base", str(cfg.lr_base), "--end-epoch", str(cfg.end_epoch),
             "--warmup-epochs", str(cfg.warmup_epochs), "--workers", str(cfg.workers),
             "--val-clips-per-video", str(cfg.val_clips_per_video), "--log-interval", "20",
             "--save-frequency", str(cfg.end_epoch), "--keep-last", "1", "--random-seed", str(cfg.seed),
@@ -219,6 +219,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--network", default="mict_resnet18", help="model (the same for every configuration)")
     p.add_argument("--width-mult", type=float, default=None, help="override the model width (default: the demo's)")
     p.add_argument("--batch-size", type=int, default=None, help="override the base batch (default: half the demo's)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="override the optimizer (demo's)")
     p.add_argument("--lr-base", type=float, default=None, help="override the base lr (default: half the demo's)")
     p.add_argument("--end-epoch", type=int, default=None, help="override the epoch budget (default: the demo's)")
     p.add_argument("--lr-steps", type=int, nargs="*", default=None, help="override the lr steps (default: the demo's)")
@@ -259,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cfg = bench_config(args.quick)
     overrides = {"width_mult": args.width_mult, "batch_size": args.batch_size, "lr_base": args.lr_base,
+                 "optimizer": args.optimizer,
                  "end_epoch": args.end_epoch, "videos_per_class": args.videos_per_class, "workers": args.workers,
                  "warmup_epochs": args.warmup_epochs, "clip_length": args.clip_length, "clip_size": args.clip_size,
                  "frame_interval": tuple(args.frame_interval) if args.frame_interval else None}
@@ -301,8 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Command: `{command.strip()}`",
         "",
         f"Model {args.network} (width {cfg.width_mult or 1.0}), data {data_text}, clips "
-        f"{cfg.clip_length}x{cfg.clip_size}^2 interval {list(cfg.frame_interval)}, base batch {cfg.batch_size}, lr "
-        f"{cfg.lr_base} steps {list(cfg.lr_steps)}, {cfg.end_epoch} epochs, warm-up {cfg.warmup_epochs}, long-cycle "
+        f"{cfg.clip_length}x{cfg.clip_size}^2 interval {list(cfg.frame_interval)}, base batch {cfg.batch_size}, "
+        f"{cfg.optimizer} lr {cfg.lr_base} steps {list(cfg.lr_steps)}, {cfg.end_epoch} epochs, warm-up {cfg.warmup_epochs}, long-cycle "
         f"lr scaling {args.lr_scaling or 'linear'}, {cfg.workers} worker(s), val {cfg.val_clips_per_video} "
         f"clips/video, seed {cfg.seed}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s); load average "

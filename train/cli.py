@@ -508,6 +508,8 @@ def train(setup: Setup) -> TrainResult:
                  args.network, n_params / 1e6, setup.dist.device, len(setup.classes), setup.trainer.start_epoch,
                  setup.trainer.end_epoch, args.precision,
                  f", {setup.dist.world_size} processes" if setup.dist.distributed else "")
+        log.info("optimizer %s, lr %g (weight decay %g), batch %d per process%s", args.optimizer, args.lr_base,
+                 args.weight_decay, args.batch_size, f", momentum {args.momentum}" if args.optimizer == "sgd" else "")
     history = setup.trainer.fit()
     ck = setup.checkpointer
     best = best_checkpoint_path(args.model_dir, args.network)
