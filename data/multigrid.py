@@ -417,6 +417,15 @@ class MultigridSchedule:
             short_batches=None if ls.short_multipliers is None else tuple(batch * m for m in ls.short_multipliers),
         )
 
+    @property
+    def smallest_crop(self) -> int:
+        """The smallest crop any training iteration of the schedule uses (long- or short-cycle)."""
+        crops = []
+        for p in self.phases:
+            ls = self._shapes[p.long_index]
+            crops += [ls.crop_size, *(ls.short_crops or ())]
+        return min(crops)
+
     def _lr_scale(self, batch_factor: int) -> float:
         if not self.long_cycle:
             return 1.0

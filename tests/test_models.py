@@ -15,12 +15,8 @@ TINY = 0.125  # width_mult for tests: 8/16/32/64 channels
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded_one_thread(one_thread):
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _meta_model(name: str, num_classes: int, **kw) -> torch.nn.Module:

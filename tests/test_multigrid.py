@@ -330,14 +330,6 @@ def demo_root(tmp_path_factory):
     return base / "store"
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: more threads only add contention
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_training_run_with_both_cycles_and_resume_mid_long_cycle(demo_root, tmp_path, one_thread):
     import csv
 
@@ -397,3 +389,11 @@ def test_training_cli_passes_multigrid_options_to_the_schedule():
     assert s.end_epoch == 12 and plain.end_epoch == 8
     assert all(s.shape(e).lr_scale == 1.0 for e in range(s.end_epoch))
     assert max(plain.shape(e).lr_scale for e in range(plain.end_epoch)) == 8.0
+
+
+def test_smallest_crop_over_the_schedule():
+    # crop 64: long cycle alone goes down to round(64/sqrt2) = 46 (even); with the short cycle to 64/2 = 32.
+    assert MultigridSchedule(2, 8, 64, 1, [6], 10, long_cycle=True, short_cycle=False).smallest_crop == 46
+    assert MultigridSchedule(2, 8, 64, 1, [6], 10, long_cycle=True, short_cycle=True).smallest_crop == 32
+    assert MultigridSchedule(2, 8, 64, 1, [6], 10, long_cycle=False, short_cycle=True).smallest_crop == 32
+    assert MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=False, short_cycle=True).smallest_crop == 16

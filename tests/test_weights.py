@@ -14,12 +14,8 @@ TINY = 0.125
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _seeded_one_thread(one_thread):
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _same_params(a: torch.nn.Module, b: torch.nn.Module) -> bool:

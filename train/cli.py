@@ -15,6 +15,7 @@ import argparse
 import ast
 import logging
 import logging.handlers
+import math
 import os
 import re
 import sys
@@ -56,6 +57,8 @@ from train.trainer import Trainer, seed_everything
 log = logging.getLogger("train")
 
 DEBUG_BATCHES = 3  # train and val batches per epoch in --debug-mode
+# Total spatial stride of every network in the zoo: smaller multigrid crops leave 1x1 maps to the last stages.
+MIN_MULTIGRID_CROP = 32
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -416,6 +419,13 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
         model = convert_sub_batchnorm(model, multigrid.bn_group_size)
         if dist_info.is_main:
             log.info("%s", multigrid.describe())
+            if multigrid.smallest_crop < MIN_MULTIGRID_CROP:
+                log.warning("multigrid: the smallest crop is %d px, below the networks' total spatial stride of %d: "
+                            "their last stages see 1x1 maps and such clips may carry too little signal to learn "
+                            "from (on the demo data 16-px clips stayed at chance); use a base --clip-size of at "
+                            "least %d with --short-cycles, %d without (docs/BENCHMARKS.md, multigrid)",
+                            multigrid.smallest_crop, MIN_MULTIGRID_CROP, 2 * MIN_MULTIGRID_CROP,
+                            math.ceil(MIN_MULTIGRID_CROP * 2 ** 0.5))
 
     model.to(device)
     if args.precision != "fp32":

@@ -1,0 +1,55 @@
+"""tools.bench_multigrid: the report's speed-ups against the baseline row, and a tiny end-to-end run."""
+from __future__ import annotations
+
+import pytest
+
+from tools import bench_multigrid
+from tools.bench_multigrid import RunResult, format_table
+
+
+def _row(lines: list[str], name: str) -> list[str]:
+    line = next(ln for ln in lines if ln.startswith(f"| {name} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_table_speed_ups_are_relative_to_the_baseline_row():
+    results = [
+        RunResult("long+short", 10, wall_s=25.0, cpu_s=24.0, train_s=20.0, clips=2000.0, epoch_to_target=9,
+                  train_s_to_target=18.0, final_top1=91.0, best_top1=92.0),
+        RunResult("baseline", 10, wall_s=100.0, cpu_s=98.0, train_s=90.0, clips=2000.0, epoch_to_target=5,
+                  train_s_to_target=45.0, final_top1=90.0, best_top1=90.0),
+        RunResult("short", 10, wall_s=50.0, cpu_s=49.0, train_s=40.0, clips=2000.0, epoch_to_target=None,
+                  train_s_to_target=None, final_top1=70.0, best_top1=75.0),
+    ]
+    lines = format_table(results, target=90.0)
+    ls = _row(lines, "long+short")
+    assert ls[8] == "2.50x" and ls[9] == "4.00x" and ls[5] == "100.0"  # 45/18, 100/25, 2000 clips / 20 s
+    base = _row(lines, "baseline")
+    assert base[8] == "1.00x" and base[9] == "1.00x"
+    short = _row(lines, "short")
+    assert short[7] == "not reached" and short[8] == "-" and short[9] == "2.00x"
+    # The baseline never reached the target: the speed-up is a lower bound over its whole training time.
+    results[1] = RunResult("baseline", 10, 100.0, 98.0, 90.0, 2000.0, None, None, 85.0, 88.0)
+    assert _row(format_table(results, 90.0), "long+short")[8] == "> 5.00x"
+    # Without a baseline row there is nothing to compare against.
+    assert all(_row(format_table(results[:1], 90.0), "long+short")[i] == "-" for i in (8, 9))
+
+
+def test_bench_multigrid_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "report.md"
+    code = bench_multigrid.main(["--quick", "--configs", "baseline,long+short", "--data-dir", str(tmp_path / "data"),
+                                 "--run-dir", str(tmp_path / "runs"), "--target", "0", "--out", str(out)])
+    assert code == 0
+    text = out.read_text()
+    lines = text.splitlines()
+    base, mg = _row(lines, "baseline"), _row(lines, "long+short")
+    assert base[1] == mg[1] == "3"  # the same epoch budget
+    assert float(mg[5]) > 0 and float(base[5]) > 0
+    assert base[6] == "1" and base[8] == "1.00x"  # target 0%: reached after the first epoch
+    assert "adamw lr" in text  # the demo's optimizer, not the trainer's default
+    assert (tmp_path / "runs" / "quick" / "long+short" / "train_results.csv").is_file()
+
+
+def test_bench_multigrid_rejects_unknown_configs(tmp_path):
+    with pytest.raises(SystemExit):
+        bench_multigrid.main(["--quick", "--configs", "baseline,nope", "--data-dir", str(tmp_path)])
