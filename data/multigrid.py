@@ -44,10 +44,12 @@ sub-batch BN against 95.0 / 93.3 with plain BN, i.e. no difference beyond seed n
 32 clips) and no cost either; we keep the paper's choice, which also bounds the change of BN noise for the much
 larger per-device batches of real runs (``tools.bench_multigrid`` runs the ``-plainbn`` ablation).
 
-**Learning rate** (``lr_scaling``): linear scaling (the default, as in the paper) multiplies the lr by up to 8. On
-the same CPU runs, training from scratch at an lr already near the largest stable one for the base batch, the
-8x lr of the cheapest shape never left chance level, while ``lr_scaling="none"`` (or a base lr 8x lower) trained
-fine: when the baseline's lr is near its limit, scale less (``sqrt``/``none``) or warm up longer.
+**Learning rate** (``lr_scaling``, `default_lr_scaling`): ``linear`` multiplies the lr by the batch factor (up
+to 8; the paper and SlowFast, with SGD and a long warm-up), ``sqrt`` by its square root, ``none`` keeps it. The
+trainer's ``auto`` picks linear for SGD and sqrt for AdamW. Measured on CPU (docs/BENCHMARKS.md): with AdamW on the
+demo data, linear scaling never left chance level, with or without warm-up, while sqrt and none trained; with SGD
+at an lr already near the largest stable one for the base batch, linear also failed and none trained. When the
+baseline's lr is near its limit, scale less (``sqrt``/``none``) or warm up longer.
 
 **Loaders** (`build_multigrid_loader_factory`): gives the trainer ``loader_for_epoch(epoch) -> (loader, info)``;
 it sets the dataset's clip length / interval / crop / short-cycle sizes and rebuilds the DataLoader (and its
@@ -74,6 +76,7 @@ __all__ = [
     "SHORT_CYCLE_FACTORS",
     "BN_BASE_SIZE",
     "LR_SCALINGS",
+    "default_lr_scaling",
     "Shape",
     "Phase",
     "MultigridSchedule",
@@ -104,6 +107,17 @@ LR_SCALINGS: dict[str, Callable[[int], float]] = {
 }
 
 _STATE_FORMAT = "multigrid-schedule-1"
+
+
+def default_lr_scaling(optimizer: str) -> str:
+    """The long cycle's lr scaling for an optimizer (``--multigrid-lr-scaling auto``).
+
+    SGD: ``linear``, the paper's rule (Goyal et al.'s linear scaling, which needs a warm-up). Adam/AdamW: ``sqrt``,
+    the square-root rule that keeps adaptive optimizers on the same trajectory when the batch grows (Malladi et
+    al., NeurIPS 2022); with AdamW, linear scaling never left chance level on the demo benchmark while sqrt trained
+    (docs/BENCHMARKS.md, multigrid).
+    """
+    return "sqrt" if optimizer.lower().startswith("adam") else "linear"
 
 
 def _round_half_up(x: float) -> int:
@@ -369,8 +383,10 @@ class MultigridSchedule:
         options = dict(lr_factor=getattr(args, "lr_factor", 0.1), min_clip_length=min_clip_length)
         if getattr(args, "multigrid_epoch_factor", None) is not None:
             options["epoch_factor"] = args.multigrid_epoch_factor
-        if getattr(args, "multigrid_lr_scaling", None) is not None:
-            options["lr_scaling"] = args.multigrid_lr_scaling
+        scaling = getattr(args, "multigrid_lr_scaling", None)
+        if scaling in (None, "auto"):
+            scaling = default_lr_scaling(getattr(args, "optimizer", "sgd"))
+        options["lr_scaling"] = scaling
         options.update(kwargs)
         return cls(
             base_batch=args.batch_size, base_clip_length=args.clip_length, base_crop=args.clip_size,

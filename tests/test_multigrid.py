@@ -397,3 +397,21 @@ def test_smallest_crop_over_the_schedule():
     assert MultigridSchedule(2, 8, 64, 1, [6], 10, long_cycle=True, short_cycle=True).smallest_crop == 32
     assert MultigridSchedule(2, 8, 64, 1, [6], 10, long_cycle=False, short_cycle=True).smallest_crop == 32
     assert MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=False, short_cycle=True).smallest_crop == 16
+
+
+def test_auto_lr_scaling_follows_the_optimizer():
+    from types import SimpleNamespace
+
+    from data.multigrid import default_lr_scaling
+
+    assert default_lr_scaling("sgd") == "linear" and default_lr_scaling("adamw") == "sqrt"
+    args = SimpleNamespace(batch_size=2, clip_length=8, clip_size=32, train_frame_interval=[1], lr_steps=[6],
+                           end_epoch=10, long_cycles=True, short_cycles=False, lr_factor=0.1,
+                           multigrid_lr_scaling="auto", optimizer="adamw")
+    s = MultigridSchedule.from_args(args)
+    assert s.config["lr_scaling"] == "sqrt"
+    assert s.shape(0).lr_scale == pytest.approx(8 ** 0.5)  # long-0: batch factor 8
+    args.optimizer = "sgd"
+    assert MultigridSchedule.from_args(args).shape(0).lr_scale == 8.0
+    args.multigrid_lr_scaling = "none"
+    assert MultigridSchedule.from_args(args).shape(0).lr_scale == 1.0

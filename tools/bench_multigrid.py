@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from data.multigrid import default_lr_scaling
 from tools._cli import die, setup_logging
 
 log = logging.getLogger("tools.bench_multigrid")
@@ -121,7 +122,7 @@ def child_main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m tools.bench_multigrid --child")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--plain-bn", action="store_true", help="keep plain BatchNorm3d (ablation)")
-    p.add_argument("--lr-scaling", default=None, help="multigrid lr scaling (data.multigrid.LR_SCALINGS)")
+    p.add_argument("--lr-scaling", default=None, help="the trainer's --multigrid-lr-scaling")
     p.add_argument("train_args", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     if args.threads:
@@ -130,17 +131,11 @@ def child_main(argv: Sequence[str]) -> int:
         import data.multigrid
 
         data.multigrid.convert_sub_batchnorm = lambda module, group_size: module  # the trainer imports it late
-    if args.lr_scaling:
-        import functools
-
-        import data.multigrid
-
-        cls = data.multigrid.MultigridSchedule
-        cls.from_args = functools.partial(cls.from_args.__func__, cls, lr_scaling=args.lr_scaling)
+    extra = ["--multigrid-lr-scaling", args.lr_scaling] if args.lr_scaling else []
     from train.cli import main as train_main
 
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args
-    return train_main(train_args)
+    return train_main([*train_args, *extra])
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -232,8 +227,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video-size", default=None, metavar="HxW",
                    help="override the size of the generated videos (demo's 72x96; 144x192 keeps the demo's look at "
                         "twice the crop)")
-    p.add_argument("--lr-scaling", default=None, choices=["linear", "sqrt", "none"],
-                   help="lr scaling of the long cycle's batch factor (default: the trainer's, linear)")
+    p.add_argument("--lr-scaling", default=None, choices=["auto", "linear", "sqrt", "none"],
+                   help="lr scaling of the long cycle's batch factor (default: the trainer's auto: linear for SGD, "
+                        "sqrt for AdamW)")
     p.add_argument("--target", type=float, default=90.0, help="validation video@1 (%%) for the time-to-accuracy")
     p.add_argument("--dataset", type=Path, default=None,
                    help="benchmark on this converted dataset root instead of generating the demo data")
@@ -301,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_after = os.getloadavg()
 
     command = "python -m tools.bench_multigrid " + shlex.join(argv)
+    scaling = args.lr_scaling if args.lr_scaling not in (None, "auto") else f"auto ({default_lr_scaling(cfg.optimizer)})"
     data_text = (f"{store} ({labels or 'labels/all.csv'})" if args.dataset is not None else
                  f"demo {cfg.classes} classes x {cfg.videos_per_class} videos ({cfg.frames} frames, {cfg.size})")
     report = [
@@ -309,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Model {args.network} (width {cfg.width_mult or 1.0}), data {data_text}, clips "
         f"{cfg.clip_length}x{cfg.clip_size}^2 interval {list(cfg.frame_interval)}, base batch {cfg.batch_size}, "
         f"{cfg.optimizer} lr {cfg.lr_base} steps {list(cfg.lr_steps)}, {cfg.end_epoch} epochs, warm-up {cfg.warmup_epochs}, long-cycle "
-        f"lr scaling {args.lr_scaling or 'linear'}, {cfg.workers} worker(s), val {cfg.val_clips_per_video} "
+        f"lr scaling {scaling}, {cfg.workers} worker(s), val {cfg.val_clips_per_video} "
         f"clips/video, seed {cfg.seed}. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} thread(s); load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after.",

@@ -169,9 +169,9 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--end-epoch", type=_positive_int, default=30, help="last epoch (1-based, inclusive)")
     o.add_argument("--long-cycles", action="store_true", help="multigrid long cycle (data.multigrid)")
     o.add_argument("--short-cycles", action="store_true", help="multigrid short cycle (data.multigrid)")
-    o.add_argument("--multigrid-lr-scaling", choices=("linear", "sqrt", "none"), default=None,
-                   help="lr scaling with the long-cycle batch factor (default linear, as in Wu et al.; 'none' "
-                        "measured better on small models, docs/BENCHMARKS.md)")
+    o.add_argument("--multigrid-lr-scaling", choices=("auto", "linear", "sqrt", "none"), default="auto",
+                   help="lr scaling with the long-cycle batch factor; auto: linear for SGD (Wu et al.), sqrt for "
+                        "AdamW (docs/BENCHMARKS.md, multigrid)")
     o.add_argument("--multigrid-epoch-factor", type=_positive_float, default=None,
                    help="stretch the multigrid schedule (SlowFast uses 1.5; default 1.0)")
 
