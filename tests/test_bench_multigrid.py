@@ -64,14 +64,14 @@ def test_budget_config_scales_the_lr_steps():
 
 
 def test_sweep_table_picks_the_cheapest_run_reaching_the_target():
-    def r(name, epochs, wall, final):
-        return RunResult(name, epochs, wall, wall, wall, 100.0, None, None, final, final)
+    def r(name, epochs, seconds, final):
+        return RunResult(name, epochs, seconds, seconds, seconds, 100.0, None, None, final, final)
 
     results = {("baseline", 3): r("baseline", 3, 30.0, 80.0), ("baseline", 6): r("baseline", 6, 60.0, 95.0),
                ("long+short", 3): r("long+short", 3, 10.0, 50.0), ("long+short", 6): r("long+short", 6, 20.0, 92.0),
                ("short", 3): r("short", 3, 15.0, 40.0), ("short", 6): r("short", 6, 30.0, 85.0)}
     lines = bench_multigrid.format_sweep(results, ["baseline", "long+short", "short"], [3, 6], 90.0)
     base, mg, short = _row(lines, "baseline"), _row(lines, "long+short"), _row(lines, "short")
-    assert base[1:] == ["80.0 (30)", "95.0 (60)", "6 epochs", "60", "1.00x"]
-    assert mg[3:] == ["6 epochs", "20", "3.00x"]
-    assert short[3:] == ["not reached", "-", "-"]
+    assert base[1:] == ["80.0 (30)", "95.0 (60)", "6 epochs", "60", "60", "1.00x", "1.00x"]
+    assert mg[3:] == ["6 epochs", "20", "20", "3.00x", "3.00x"]
+    assert short[3:] == ["not reached", "-", "-", "-", "-"]
