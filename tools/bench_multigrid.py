@@ -349,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stale in ("train_results.csv", "val_results.csv"):
             (run_dir / stale).unlink(missing_ok=True)
         argv_run = train_args(run_cfg, args.network, store, labels, run_dir)
+        if budget is not None:
+            argv_run += ["--val-frequency", str(budget)]  # a sweep reads the final accuracy only
         try:
             result = run_config(name, argv_run, run_dir, args.threads, args.target, args.verbose, args.lr_scaling)
         except (RuntimeError, OSError, KeyError, ValueError) as e:

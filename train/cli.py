@@ -51,6 +51,7 @@ from train.distributed import (
 )
 from train.loaders import FixedLoader, MultigridLoaders
 from train.lr_schedule import StepLRSchedule
+from train.precise_bn import PreciseBN
 from train.precision import PRECISIONS, NonFiniteLossError, Precision, keep_batchnorm_fp32
 from train.trainer import Trainer, seed_everything
 
@@ -59,6 +60,8 @@ log = logging.getLogger("train")
 DEBUG_BATCHES = 3  # train and val batches per epoch in --debug-mode
 # Total spatial stride of every network in the zoo: smaller multigrid crops leave 1x1 maps to the last stages.
 MIN_MULTIGRID_CROP = 32
+# Base-shape batches that precise BN averages over by default with multigrid (train.precise_bn).
+PRECISE_BN_BATCHES = 20
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -174,6 +177,10 @@ def build_parser(defaults: dict[str, Any] | None = None,
                         "AdamW (docs/BENCHMARKS.md, multigrid)")
     o.add_argument("--multigrid-epoch-factor", type=_positive_float, default=None,
                    help="stretch the multigrid schedule (SlowFast uses 1.5; default 1.0)")
+    o.add_argument("--precise-bn-batches", type=_non_negative_int, default=None,
+                   help="recompute BN statistics over N base-shape training batches before each validation and at "
+                        f"the end (default: {PRECISE_BN_BATCHES} with multigrid cycles, whose mixed shapes skew "
+                        f"them; 0 otherwise)")
 
     r = p.add_argument_group("runtime")
     r.add_argument("--gpus", type=parse_gpus, default=None,
@@ -366,11 +373,15 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
         torch.backends.cudnn.benchmark = not args.deterministic
 
     resize_short = args.resize_short or default_resize_short(args.clip_size)
-    train_ds = VideoDataset(args.dataset, args.labels, split=args.train_split, clip_length=args.clip_length,
-                            frame_interval=list(args.train_frame_interval),
+
+    def train_dataset(classes: list[str] | None = None) -> VideoDataset:
+        return VideoDataset(args.dataset, args.labels, split=args.train_split, clip_length=args.clip_length,
+                            frame_interval=list(args.train_frame_interval), classes=classes,
                             transform=train_transform(args.clip_size, resize_short, flip=args.flip,
                                                       color_jitter=args.color_jitter,
                                                       srtg_augment=args.srtg_augment))
+
+    train_ds = train_dataset()
     classes = list(train_ds.classes)
     val_ds = None
     if any(s.split == args.val_split for s in read_labels(train_ds.labels_csv)):
@@ -447,6 +458,20 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
         raise ValueError(f"the {args.train_split!r} split has {len(train_ds)} videos, fewer than one batch of "
                          f"{args.batch_size} x {dist_info.world_size} process(es): lower --batch-size")
 
+    precise_bn = None
+    bn_batches = args.precise_bn_batches
+    if bn_batches is None:
+        bn_batches = PRECISE_BN_BATCHES if multigrid is not None else 0
+    if bn_batches > 0:
+        bn_ds = train_dataset(classes)  # its own copy: multigrid reshapes train_ds from epoch to epoch
+        precise_bn = PreciseBN(
+            lambda: build_loader(bn_ds, args.batch_size, train=True, workers=args.workers, seed=args.random_seed + 1,
+                                 distributed=dist_info.distributed),
+            bn_batches, args.clip_length, args.clip_size, dataset=bn_ds, always=multigrid is None)
+        if dist_info.is_main:
+            log.info("precise BN: BN statistics recomputed over %d base-shape training batches before each "
+                     "validation and at the end", bn_batches)
+
     val_loader = None
     if val_ds is not None:
         if dist_info.distributed:
@@ -486,7 +511,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
                       num_val_videos=len(val_ds.samples) if val_ds is not None else 0, num_classes=len(classes),
                       precision=precision, dist_info=dist_info, callbacks=callbacks, seed=args.random_seed,
                       max_batches=max_batches, val_frequency=args.val_frequency, max_nonfinite=args.max_nonfinite,
-                      clip_grad_norm=args.clip_grad_norm)
+                      clip_grad_norm=args.clip_grad_norm, precise_bn=precise_bn)
     if resume_ckpt is not None:
         try:
             trainer.load_state_dict(resume_ckpt)

@@ -28,6 +28,7 @@ from train.checkpoint import capture_rng_state, model_state_dict, restore_rng_st
 from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_reduce_sum, broadcast_buffers
 from train.lr_schedule import StepLRSchedule
 from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
+from train.precise_bn import PreciseBN
 from train.precision import NonFiniteGuard, Precision
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,9 @@ class Trainer:
                  precision: Precision | None = None, dist_info: DistInfo | None = None,
                  callbacks: CallbackList | None = None, start_epoch: int = 1, seed: int = 0,
                  max_batches: int | None = None, val_frequency: int = 1, max_nonfinite: int = 5,
-                 clip_grad_norm: float | None = None) -> None:
+                 clip_grad_norm: float | None = None, precise_bn: PreciseBN | None = None) -> None:
         self.dist = dist_info or DistInfo()
+        self.precise_bn = precise_bn
         self.device = self.dist.device
         self.model = model
         self.optimizer = optimizer
@@ -225,6 +227,12 @@ class Trainer:
             self.callbacks.on_batch_end(self, i, logs)
             t_end = time.perf_counter()
 
+        if self.precise_bn is not None:
+            # Part of the epoch's cost: BN averages at the base shape before they are used (validation, end).
+            self.precise_bn.note_epoch(self.loader_info)
+            validating = self.val_loader is not None and epoch % self.val_frequency == 0
+            if validating or epoch == self.end_epoch:
+                self.precise_bn(unwrap_model(self.model), self.device, epoch, self.precision.autocast)
         seconds = time.perf_counter() - epoch_start
         total = ClassificationSums.from_tensor(all_reduce_sum(sums.as_tensor(), self.dist))
         out = total.summary()
