@@ -226,8 +226,9 @@ class MetricPrinter(Callback):
             return
         v = logs["val"]
         log.info("Epoch [%d] val: loss=%.4f clip@1=%.2f clip@5=%.2f video@1=%.2f video@5=%.2f "
-                 "(%d clips, %d videos, %.1fs)", logs["epoch"], v["loss"], v["clip_top1"], v["clip_top5"],
-                 v["video_top1"], v["video_top5"], v["clips"], v["videos"], v["seconds"])
+                 "(%d clips, %d videos, %.1fs%s)", logs["epoch"], v["loss"], v["clip_top1"], v["clip_top5"],
+                 v["video_top1"], v["video_top5"], v["clips"], v["videos"], v["seconds"],
+                 f", of which precise BN {v['precise_bn_seconds']:.1f}s" if v.get("precise_bn_seconds") else "")
 
     def on_epoch_end(self, trainer, epoch, logs):
         if not trainer.dist.is_main:

@@ -153,12 +153,20 @@ class Trainer:
         for epoch in range(self.start_epoch, self.end_epoch + 1):
             self.epoch = epoch
             logs: dict[str, Any] = {"epoch": epoch, "train": self.train_epoch(epoch)}
-            if self.val_loader is not None and (epoch % self.val_frequency == 0 or epoch == self.end_epoch):
+            validating = self.val_loader is not None and (epoch % self.val_frequency == 0 or epoch == self.end_epoch)
+            bn_seconds = 0.0
+            if self.precise_bn is not None and (validating or epoch == self.end_epoch):
+                # The BN averages are only read by evaluation: refresh them when they are about to be used (this
+                # validation, or the final checkpoint), counted with the validation's time, not the epoch's.
+                bn_seconds = self.precise_bn(unwrap_model(self.model), self.device, epoch, self.precision.autocast)
+            if validating:
                 start = time.perf_counter()
                 result = self.validate()
                 val = result.as_dict()
-                val["seconds"] = time.perf_counter() - start
-                val["clips_per_s"] = result.clips / max(val["seconds"], 1e-9)
+                seconds = time.perf_counter() - start
+                val["clips_per_s"] = result.clips / max(seconds, 1e-9)
+                val["seconds"] = seconds + bn_seconds
+                val["precise_bn_seconds"] = bn_seconds
                 logs["val"] = val
                 self.callbacks.on_validation_end(self, {"epoch": epoch, "val": val, "result": result})
             logs["lr"] = self.scheduler.current_lr
@@ -228,11 +236,7 @@ class Trainer:
             t_end = time.perf_counter()
 
         if self.precise_bn is not None:
-            # Part of the epoch's cost: BN averages at the base shape before they are used (validation, end).
             self.precise_bn.note_epoch(self.loader_info)
-            validating = self.val_loader is not None and epoch % self.val_frequency == 0
-            if validating or epoch == self.end_epoch:
-                self.precise_bn(unwrap_model(self.model), self.device, epoch, self.precision.autocast)
         seconds = time.perf_counter() - epoch_start
         total = ClassificationSums.from_tensor(all_reduce_sum(sums.as_tensor(), self.dist))
         out = total.summary()
