@@ -247,3 +247,57 @@ def test_multigrid_resume_mid_cycle_continues_the_same_schedule(mg_store, tmp_pa
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["multigrid"] == b["multigrid"]
+
+
+def test_both_cycles_off_is_the_plain_baseline_bit_for_bit(store, tmp_path):
+    """Without --long-cycles/--short-cycles the trainer equals a textbook loop: no multigrid trace anywhere."""
+    import copy
+
+    from data.loader import build_loader
+    from data.multigrid import SubBatchNorm3d
+    from train import cli
+    from train.trainer import epoch_seed
+
+    args = cli.parse_args(tiny_train_argv(store, tmp_path / "plain", "--end-epoch", "2", "--lr-steps", "1",
+                                          "--train-frame-interval", "2", "--random-seed", "5"))
+    seen = []
+
+    class Record(Callback):
+        def on_batch_begin(self, trainer, batch, logs):
+            seen.append((logs["epoch"], logs["shape"], logs["lr"], logs["cycle"]))
+
+    setup = cli.prepare(args, extra_callbacks=[Record()])
+    initial = copy.deepcopy(setup.model.state_dict())
+    assert not any(isinstance(m, SubBatchNorm3d) for m in setup.model.modules())
+    assert setup.trainer.precise_bn is None  # precise BN is a multigrid default only
+    setup.trainer.fit()
+
+    # Every batch has the base shape and the unscaled step schedule (lr 0.01, x0.1 after epoch 1).
+    assert seen and {s[1] for s in seen} == {(4, 3, 8, 32, 32)} and {s[3] for s in seen} == {None}
+    assert [lr for _, _, lr, _ in seen] == pytest.approx([0.01 if e == 1 else 0.001 for e, _, _, _ in seen])
+    assert [e for e, *_ in seen] == [1, 1, 2, 2]
+    ckpt = load_checkpoint(checkpoint_path(tmp_path / "plain", "mict_resnet18", 2))
+    assert not ckpt.get("multigrid")
+
+    # The reference: the same model, data and seeds through a plain DataLoader, SGD and cross-entropy.
+    model = setup.model
+    ref = copy.deepcopy(model)
+    ref.load_state_dict(initial)
+    dataset = setup.trainer.loader_for_epoch.dataset
+    opt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=args.momentum, weight_decay=args.weight_decay,
+                          nesterov=True)
+    loader = build_loader(dataset, 4, train=True, workers=0, seed=5)
+    for epoch in (1, 2):
+        torch.manual_seed(epoch_seed(5, epoch, 0))
+        loader.sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        for group in opt.param_groups:
+            group["lr"] = 0.01 if epoch == 1 else 0.01 * 0.1
+        ref.train()
+        for clips, labels, _ in loader:
+            loss = nn.functional.cross_entropy(ref(clips).float(), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, ckpt["model"][k]), k
