@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -104,3 +105,56 @@ def test_two_gloo_processes_hold_identical_weights_after_a_step(tmp_path):
     run = tmp_path / "run"
     assert (run / "mict_resnet18_ep-0001.pth").is_file()
     assert len((run / "train_results.csv").read_text().splitlines()) == 2  # one header, one epoch (rank 0 only)
+
+
+def _rank_main_multigrid(rank: int, world: int, port: int, store: str, out: str) -> None:
+    """One rank of a 2-process run with both multigrid cycles, recording the shape and lr of every batch."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from pathlib import Path
+
+    from train import cli
+    from train.callbacks import Callback
+    from train.distributed import cleanup, init_distributed
+
+    seen = []
+
+    class Record(Callback):
+        def on_batch_begin(self, trainer, batch, logs):
+            seen.append((logs["epoch"], logs["shape"], logs["cycle"], logs["lr"]))
+
+    args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--long-cycles", "--short-cycles",
+                                          "--end-epoch", "4", "--lr-steps", "2", "--batch-size", "1",
+                                          "--debug-mode"))
+    info = init_distributed()
+    try:
+        setup = cli.prepare(args, info, extra_callbacks=[Record()])
+        cli.train(setup)
+        torch.save({"seen": seen, "params": {k: v.detach().clone() for k, v in setup.model.named_parameters()},
+                    "schedule": setup.trainer.loader_for_epoch.state_dict()}, Path(out) / f"rank{rank}.pt")
+    finally:
+        cleanup()
+
+
+def test_two_gloo_processes_follow_the_same_multigrid_schedule(tmp_path):
+    # 36 training videos: 18 per rank, room for the largest batch (8 clips at base batch 1).
+    store = make_store(tmp_path / "data", classes=2, videos_per_class=24)
+    # Ranks that disagreed on a batch shape would wait for each other's gradients forever: bound the wait.
+    ctx = mp.spawn(_rank_main_multigrid, args=(2, _free_port(), str(store), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 300
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.terminate()
+            pytest.fail("the two multigrid ranks did not finish within 300 s (a DDP hang?)")
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    # Every rank trains on the same shape, short-cycle slot and lr at every step (DDP needs it), and the
+    # schedule really moves through long-cycle shapes and short-cycle slots.
+    assert r0["seen"] == r1["seen"]
+    assert len({s[1] for s in r0["seen"]}) >= 4 and {s[2] for s in r0["seen"]} == {0, 1, 2}
+    assert [e for e, *_ in r0["seen"]] == sorted(e for e, *_ in r0["seen"]) and r0["seen"][-1][0] == 4
+    for k in r0["params"]:
+        assert torch.equal(r0["params"][k], r1["params"][k]), k
+    assert r0["schedule"] == r1["schedule"]
