@@ -165,7 +165,8 @@ class Shape:
     ``short_batches``/``short_crops``, None when the short cycle is off). ``lr_scale`` is the linear lr scaling of
     this shape (its batch factor; 1 at the base shape), ``stage`` the lr stage (the lr is
     ``lr_base * lr_factor**stage * lr_scale``), ``long_index`` the index in `LONG_CYCLE_FACTORS` (3 = base shape),
-    ``phase`` one of ``long-0..long-3``, ``fine-tune`` or ``base``.
+    ``phase`` one of ``long-0..long-3``, ``fine-tune`` or ``base``. ``short_lr_scales`` multiplies the lr of each
+    short-cycle slot (all 1 unless the schedule's ``short_lr_scaling`` says otherwise).
     """
 
     batch_size: int
@@ -178,6 +179,7 @@ class Shape:
     stage: int = 0
     short_crops: tuple[int, ...] | None = None
     short_batches: tuple[int, ...] | None = None
+    short_lr_scales: tuple[float, ...] | None = None
 
     @property
     def loader_key(self) -> tuple:
@@ -238,6 +240,8 @@ class MultigridSchedule:
         crop_multiple: reduced crops are rounded to a multiple of this.
         lr_scaling: how the lr follows the long-cycle batch factor f: ``linear`` (x f, SlowFast and the paper),
             ``sqrt`` (x sqrt f) or ``none``; see `LR_SCALINGS`.
+        short_lr_scaling: the same for the short cycle's per-iteration batch factor (4, 2, 1 at the base
+            shape); ``none`` (the default) is SlowFast's and SRTG's choice, the others an ablation.
 
     After construction: ``end_epoch`` (total epochs), ``lr_steps`` (the remapped lr milestones: give these to a
     step lr schedule together with ``lr_scale``), ``phases``, `shape`, `lr_multiplier`, `describe`.
@@ -258,6 +262,7 @@ class MultigridSchedule:
         min_clip_length: int = 1,
         crop_multiple: int = 2,
         lr_scaling: str = "linear",
+        short_lr_scaling: str = "none",
     ):
         interval = base_interval if isinstance(base_interval, int) else [int(i) for i in base_interval]
         self.config: dict[str, Any] = dict(
@@ -265,7 +270,7 @@ class MultigridSchedule:
             base_interval=interval, lr_steps=[int(s) for s in lr_steps], end_epoch=int(end_epoch),
             long_cycle=bool(long_cycle), short_cycle=bool(short_cycle), epoch_factor=float(epoch_factor),
             lr_factor=float(lr_factor), min_clip_length=int(min_clip_length), crop_multiple=int(crop_multiple),
-            lr_scaling=str(lr_scaling),
+            lr_scaling=str(lr_scaling), short_lr_scaling=str(short_lr_scaling),
         )
         self.epoch = 0  # last epoch given to set_epoch: the schedule position stored in checkpoints
         self._build()
@@ -290,6 +295,9 @@ class MultigridSchedule:
             raise ValueError(f"multigrid: epoch_factor must be > 0, got {c['epoch_factor']}")
         if c["lr_scaling"] not in LR_SCALINGS:
             raise ValueError(f"multigrid: lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {c['lr_scaling']!r}")
+        if c["short_lr_scaling"] not in LR_SCALINGS:
+            raise ValueError(f"multigrid: short_lr_scaling must be one of {', '.join(LR_SCALINGS)}, got "
+                             f"{c['short_lr_scaling']!r}")
 
     def _long_shape(self, t_factor: float, s_factor: float) -> _LongShape:
         c = self.config
@@ -387,6 +395,8 @@ class MultigridSchedule:
         if scaling in (None, "auto"):
             scaling = default_lr_scaling(getattr(args, "optimizer", "sgd"))
         options["lr_scaling"] = scaling
+        if getattr(args, "multigrid_short_lr_scaling", None) is not None:
+            options["short_lr_scaling"] = args.multigrid_short_lr_scaling
         options.update(kwargs)
         return cls(
             base_batch=args.batch_size, base_clip_length=args.clip_length, base_crop=args.clip_size,
@@ -431,6 +441,8 @@ class MultigridSchedule:
             stage=p.stage,
             short_crops=ls.short_crops,
             short_batches=None if ls.short_multipliers is None else tuple(batch * m for m in ls.short_multipliers),
+            short_lr_scales=None if ls.short_multipliers is None else tuple(
+                LR_SCALINGS[self.config["short_lr_scaling"]](m) for m in ls.short_multipliers),
         )
 
     @property
@@ -470,7 +482,9 @@ class MultigridSchedule:
             f"Multigrid schedule: {mode}; base batch {c['base_batch']} x {c['base_clip_length']} frames "
             f"(interval {c['base_interval']}) x {c['base_crop']}px, {self.end_epoch} epochs "
             f"(baseline {c['end_epoch']}, lr steps {c['lr_steps']} -> {self.lr_steps}), lr scaling "
-            f"{c['lr_scaling'] if self.long_cycle else 'none'}",
+            f"{c['lr_scaling'] if self.long_cycle else 'none'}"
+            + (f", short-cycle lr scaling {c['short_lr_scaling']}"
+               if self.short_cycle and c["short_lr_scaling"] != "none" else ""),
             f"  {'epochs':<10} {'phase':<10} {'stage':>5} {'batch':>6} {'frames':>6} {'interval':>9} "
             f"{'crop':>5} {'lr x':>6}  short cycle (batch@crop)",
         ]
@@ -505,7 +519,8 @@ class MultigridSchedule:
         """
         if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
             raise ValueError("multigrid: not a multigrid schedule state (missing or unknown 'format')")
-        saved = state["config"]
+        # Checkpoints from before the short-cycle lr option trained with its default.
+        saved = {"short_lr_scaling": "none", **state["config"]}
         diff = {k: (saved.get(k), v) for k, v in self.config.items() if saved.get(k) != v}
         diff.update({k: (v, None) for k, v in saved.items() if k not in self.config})
         if diff:
@@ -791,6 +806,7 @@ class MultigridLoaderFactory:
             "short_cycles": shape.short_crops is not None,
             "short_crops": shape.short_crops,
             "short_batches": shape.short_batches,
+            "short_lr_scales": shape.short_lr_scales,
             "end_epoch": self.schedule.end_epoch,
             "lr_steps": list(self.schedule.lr_steps),
             "num_batches": len(self.loader),

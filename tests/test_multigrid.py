@@ -415,3 +415,36 @@ def test_auto_lr_scaling_follows_the_optimizer():
     assert MultigridSchedule.from_args(args).shape(0).lr_scale == 8.0
     args.multigrid_lr_scaling = "none"
     assert MultigridSchedule.from_args(args).shape(0).lr_scale == 1.0
+
+
+def test_short_cycle_lr_scaling_option():
+    # Default (SlowFast): the short cycle keeps the lr. sqrt: x2 for the 4x batch, x sqrt2 for the 2x one; in a
+    # long-cycle phase at S/sqrt2 the multipliers are 2, 1, 1 (relative to that phase's batch).
+    plain = MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True)
+    assert plain.shape(0).short_lr_scales == (1.0, 1.0, 1.0) and plain.config["short_lr_scaling"] == "none"
+    s = MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True, short_lr_scaling="sqrt")
+    assert s.shape(0).short_lr_scales == pytest.approx((2 ** 0.5, 1.0, 1.0))
+    assert s.shape(9).short_lr_scales == pytest.approx((2.0, 2 ** 0.5, 1.0))
+    assert "short-cycle lr scaling sqrt" in s.describe()
+    assert MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True).shape(0).short_lr_scales is None
+    with pytest.raises(ValueError, match="short_lr_scaling"):
+        MultigridSchedule(2, 8, 32, 1, [6], 10, short_cycle=True, short_lr_scaling="cubic")
+    # A checkpoint written before the option existed resumes as the default.
+    state = plain.state_dict()
+    del state["config"]["short_lr_scaling"]
+    MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True).load_state_dict(state)
+
+
+def test_trainer_applies_the_short_cycle_lr_per_iteration():
+    from train.trainer import Trainer
+
+    info = {"short_crops": (16, 22, 32), "short_lr_scales": (2.0, 1.5, 1.0)}
+    assert [Trainer._short_lr_scale(i, info) for i in range(4)] == [2.0, 1.5, 1.0, 2.0]
+    assert Trainer._short_lr_scale(0, {"short_crops": None}) == 1.0 and Trainer._short_lr_scale(3, {}) == 1.0
+    from train.cli import parse_args
+
+    args = parse_args(["--dataset", "x", "--short-cycles", "--clip-size", "32", "--multigrid-short-lr-scaling",
+                       "sqrt"])
+    assert MultigridSchedule.from_args(args).config["short_lr_scaling"] == "sqrt"
+    assert MultigridSchedule.from_args(parse_args(["--dataset", "x", "--short-cycles"])).config[
+        "short_lr_scaling"] == "none"

@@ -23,8 +23,10 @@ epoch at which a long run first crosses the target favours whichever configurati
 that is generous for it, and a multigrid run spends its first epochs on small shapes by design.)
 
 ``long-plainbn`` and ``long+short-plainbn`` (not run by default) keep plain BatchNorm instead of
-`SubBatchNorm3d`: the ablation behind the batch-norm choice of `data.multigrid`; ``--lr-scaling`` changes how
-the long cycle scales the lr (another ablation). Prints a markdown table; ``--out`` also writes it.
+`SubBatchNorm3d`: the ablation behind the batch-norm choice of `data.multigrid`. ``short-sqrtlr`` and
+``long+short-sqrtlr`` (not run by default) scale the lr of the short cycle's 4x/2x batches by 2 and sqrt 2;
+``--lr-scaling`` changes how the long cycle scales the lr (two more ablations). Prints a markdown table;
+``--out`` also writes it.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ CONFIGS: dict[str, list[str]] = {
     "long+short": ["--long-cycles", "--short-cycles"],
     "long-plainbn": ["--long-cycles"],
     "long+short-plainbn": ["--long-cycles", "--short-cycles"],
+    "short-sqrtlr": ["--short-cycles", "--multigrid-short-lr-scaling", "sqrt"],
+    "long+short-sqrtlr": ["--long-cycles", "--short-cycles", "--multigrid-short-lr-scaling", "sqrt"],
 }
 DEFAULT_CONFIGS = "baseline,long,short,long+short"
 

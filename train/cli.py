@@ -175,6 +175,8 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--multigrid-lr-scaling", choices=("auto", "linear", "sqrt", "none"), default="auto",
                    help="lr scaling with the long-cycle batch factor; auto: linear for SGD (Wu et al.), sqrt for "
                         "AdamW (docs/BENCHMARKS.md, multigrid)")
+    o.add_argument("--multigrid-short-lr-scaling", choices=("none", "linear", "sqrt"), default="none",
+                   help="lr scaling with the short cycle's 4x/2x batches (default none, as SlowFast; an ablation)")
     o.add_argument("--multigrid-epoch-factor", type=_positive_float, default=None,
                    help="stretch the multigrid schedule (SlowFast uses 1.5; default 1.0)")
     o.add_argument("--precise-bn-batches", type=_non_negative_int, default=None,

@@ -197,7 +197,7 @@ class Trainer:
             t_read = time.perf_counter() - t_end
             clips, labels, _ = _unpack(batch)
             progress = (epoch - 1) + i / max(self.num_batches, 1)
-            lr = self.scheduler.step(progress, lr_scale)
+            lr = self.scheduler.step(progress, lr_scale * self._short_lr_scale(i, info))
             logs: dict[str, Any] = {"epoch": epoch, "batch": i, "lr": lr, "shape": tuple(clips.shape),
                                     "batch_size": int(clips.shape[0]), "cycle": self._cycle(i, info)}
             self.callbacks.on_batch_begin(self, i, logs)
@@ -252,6 +252,11 @@ class Trainer:
         # The bare module: DDP's forward would broadcast buffers, and shards may differ in length by a batch.
         return evaluate(unwrap_model(self.model), self.val_loader, self.num_val_videos, self.num_classes, self.device,
                         self.precision, self.criterion, self.dist, self.max_batches)
+
+    @classmethod
+    def _short_lr_scale(cls, batch_index: int, info: dict[str, Any]) -> float:
+        scales, cycle = info.get("short_lr_scales"), cls._cycle(batch_index, info)
+        return 1.0 if not scales or cycle is None else float(scales[cycle])
 
     @staticmethod
     def _cycle(batch_index: int, info: dict[str, Any]) -> int | None:
