@@ -22,7 +22,8 @@ and ``s``/``b`` the current long-cycle crop/batch: 4b, 2b, b at full crop; 2b, b
 factors of the base crop, not of the current one, avoids SlowFast issue #429 (factors of the current crop gave
 2x/1x/1x and a slower-than-baseline phase). One batch sampler yields lists of ``(index, cycle)``; the dataset
 maps ``cycle`` to a crop through ``dataset.short_cycle_sizes``, so one DataLoader serves all three shapes. The lr
-is not scaled for the short cycle (SlowFast). With the short cycle alone, lr steps and epochs are multiplied by
+is not scaled for the short cycle (SlowFast), unless ``short_lr_scaling`` says so (an ablation that gained
+nothing on the benchmark, docs/BENCHMARKS.md). With the short cycle alone, lr steps and epochs are multiplied by
 ``epoch_factor``.
 
 Rounding: clip lengths are rounded to the nearest integer, at least ``min_clip_length`` (a model's minimum) and at
