@@ -1,7 +1,7 @@
 """Map-style video clip dataset over the SQLite frame store.
 
 ``VideoDataset(root, labels_csv, split, clip_length, frame_interval, transform, clips_per_video)`` reads the label
-CSV of a dataset root (SPEC 3), maps labels to class indices through ``classes.txt`` and returns
+CSV of a dataset root, maps labels to class indices through ``classes.txt`` and returns
 ``(clip (3, T, H, W) float tensor, label int, video_index int)``.
 
 - Training (``train=True``, the default for ``split="train"``): one item per video, a random clip per access
@@ -17,8 +17,8 @@ CSV of a dataset root (SPEC 3), maps labels to class indices through ``classes.t
   draw counter (so persistent workers and the main process never repeat a clip's augmentation, even when nobody
   calls `set_epoch`). A fixed seed reproduces a run; with `set_epoch` an epoch's draws depend only on the seed and
   the epoch, so a resumed run draws what an uninterrupted one would.
-- Items may be ``(index, cycle)`` pairs from multigrid's short-cycle batch sampler: the crop size is then
-  ``short_cycle_sizes[cycle]``.
+- Items may be ``(index, cycle)`` pairs from multigrid's short-cycle batch sampler (`data.short_cycle`): the crop
+  size is then ``short_cycle_sizes[cycle]``. `set_shape` changes clip length, interval and crops between epochs.
 
 Labels' ``time_start``/``time_end`` are not used: trimmed clips (Kinetics) are stored already trimmed, under an id
 that encodes the times.
@@ -36,15 +36,14 @@ from torch.utils.data import Dataset
 
 from data.labels import Sample, read_classes, read_labels, safe_video_dir
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals
+from data.short_cycle import short_cycle_crop_sizes
 from data.store import DB_NAME, N_FRAMES_NAME, FrameStoreError, get_reader, read_n_frames, reduce_for
 from data.transforms import ToTensorNormalize
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VideoDataset", "DEFAULT_SHORT_CYCLE_FACTORS"]
+__all__ = ["VideoDataset"]
 
-# Multigrid short cycle (SPEC 5): crop factors for cycles 0, 1, 2 when `short_cycle_sizes` is not set.
-DEFAULT_SHORT_CYCLE_FACTORS = (0.5, 2 ** -0.5, 1.0)
 _MAX_LISTED = 5
 
 
@@ -68,7 +67,7 @@ class VideoDataset(Dataset):
         root: dataset root holding ``jpg/<label>/<video_id>/frames.db`` and ``labels/``.
         labels_csv: label CSV path or name under ``<root>/labels/`` (default ``labels/all.csv``).
         split: rows of this split (``train``, ``val``, ``test``); None keeps every row.
-        clip_length: frames per clip (settable, e.g. by the multigrid long cycle).
+        clip_length: frames per clip (`set_shape` changes it, e.g. for the multigrid long cycle).
         frame_interval: frame step, or a list to draw from in training (evaluation uses the middle value).
         transform: a `ClipTransform` ``t(clip, rng[, crop_size])`` returning ``(3, T, H, W)``; default: only
             `ToTensorNormalize` (full frames, normalised).
@@ -149,6 +148,20 @@ class VideoDataset(Dataset):
                                   f"{self.split!r} are not in {self.root / 'jpg'}: {listed}")
         return counts
 
+    def set_shape(self, clip_length: int, frame_interval: int | Sequence[int], crop_size: int,
+                  short_cycle_sizes: Sequence[int] | None = None) -> None:
+        """Change the clip shape (multigrid): frames per clip, frame interval(s), crop size and the crops of the
+        short-cycle slots (None: no short cycle)."""
+        if clip_length < 1 or crop_size < 1:
+            raise ValueError(f"clip_length and crop_size must be >= 1, got {clip_length}, {crop_size}")
+        as_intervals(frame_interval)
+        if not hasattr(self.transform, "crop_size"):
+            raise ValueError(f"{type(self.transform).__name__} has no crop size to change")
+        self.clip_length = int(clip_length)
+        self.frame_interval = frame_interval if isinstance(frame_interval, int) else list(frame_interval)
+        self.transform.crop_size = int(crop_size)
+        self.short_cycle_sizes = None if short_cycle_sizes is None else [int(c) for c in short_cycle_sizes]
+
     # -- sampling --------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.samples) if self.train else len(self.samples) * self.clips_per_video
@@ -188,13 +201,13 @@ class VideoDataset(Dataset):
         return video, sampler(self.n_frames[video], clip)
 
     def crop_size_for(self, cycle: int) -> int:
-        """Crop size of short-cycle slot `cycle`, from `short_cycle_sizes` or the default factors."""
+        """Crop size of short-cycle slot `cycle`, from `short_cycle_sizes` or the short cycle's default crops."""
         sizes = self.short_cycle_sizes
         if sizes is None:
             base = getattr(self.transform, "crop_size", None)
             if base is None:
                 raise ValueError("short-cycle item, but neither short_cycle_sizes nor transform.crop_size is set")
-            sizes = [max(1, round(base * f)) for f in DEFAULT_SHORT_CYCLE_FACTORS]
+            sizes = short_cycle_crop_sizes(int(base))
         if not 0 <= cycle < len(sizes):
             raise IndexError(f"short cycle {cycle} out of range for sizes {list(sizes)}")
         return int(sizes[cycle])

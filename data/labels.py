@@ -1,4 +1,4 @@
-"""Label files of a dataset: the SPEC 3 CSV, ``classes.txt`` and the frame-store path of a video.
+"""Label files of a dataset: the label CSV, ``classes.txt`` and the frame-store path of a video.
 
 A dataset root looks like::
 
@@ -13,19 +13,18 @@ filesystem accepts (path separators, ``.``/``..``, NUL, empty) are rejected.
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from data.atomic import atomic_write, atomic_write_text
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ("label", "video_id", "time_start", "time_end", "split")
 SPLITS = ("train", "val", "test")
-VIDEO_EXTENSIONS = frozenset(
-    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv"})
 
 
 class LabelError(ValueError):
@@ -96,7 +95,7 @@ def _format_time(value: float | None) -> str:
 
 
 def read_labels(csv_path: str | os.PathLike) -> list[Sample]:
-    """Read a SPEC 3 label CSV (header ``label,video_id,time_start,time_end,split``; times may be empty).
+    """Read a label CSV (header ``label,video_id,time_start,time_end,split``; times may be empty).
 
     Every row is checked (known split, safe label and video id, numeric times); errors name ``file:line``.
     """
@@ -131,12 +130,11 @@ def read_labels(csv_path: str | os.PathLike) -> list[Sample]:
 
 
 def write_labels(csv_path: str | os.PathLike, samples: Iterable[Sample]) -> int:
-    """Write `samples` as a SPEC 3 CSV (atomically: temp file then rename). Returns the row count."""
+    """Write `samples` as a label CSV (atomically: temp file then rename). Returns the row count."""
     path = Path(csv_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(COLUMNS)
         for s in samples:
@@ -147,7 +145,6 @@ def write_labels(csv_path: str | os.PathLike, samples: Iterable[Sample]) -> int:
                 raise LabelError(f"{where}: split {s.split!r} is not one of {', '.join(SPLITS)}")
             writer.writerow([s.label, s.video_id, _format_time(s.time_start), _format_time(s.time_end), s.split])
             n += 1
-    os.replace(tmp, path)
     return n
 
 
@@ -182,85 +179,9 @@ def write_classes(path: str | os.PathLike, classes: Iterable[str]) -> None:
         check_name(c, "class", str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(c + "\n" for c in classes), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(c + "\n" for c in classes))
 
 
 def classes_of(samples: Iterable[Sample]) -> list[str]:
     """The sorted list of distinct labels: the class order every run uses."""
     return sorted({s.label for s in samples})
-
-
-def _stable_rank(seed: int, label: str, video_id: str) -> bytes:
-    return hashlib.sha1(f"{seed}\0{label}\0{video_id}".encode()).digest()
-
-
-def assign_val_split(samples: Iterable[Sample], val_fraction: float, seed: int = 0) -> list[Sample]:
-    """Mark ``round(val_fraction * n)`` videos of every class as ``val`` (at least one if the class has two or more
-    and the fraction is positive), the rest ``train``.
-
-    The choice depends only on (seed, label, video id), so it does not change with file order or platform.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    by_class: dict[str, list[Sample]] = {}
-    for s in samples:
-        by_class.setdefault(s.label, []).append(s)
-    val_ids: set[tuple[str, str]] = set()
-    for items in by_class.values():
-        n_val = round(val_fraction * len(items))
-        if val_fraction > 0 and n_val == 0 and len(items) >= 2:
-            n_val = 1
-        n_val = min(n_val, len(items) - 1)
-        ranked = sorted(items, key=lambda s: _stable_rank(seed, s.label, s.video_id))
-        val_ids.update((s.label, s.video_id) for s in ranked[:n_val])
-    out = []
-    for items in by_class.values():
-        for s in items:
-            split = "val" if (s.label, s.video_id) in val_ids else "train"
-            out.append(Sample(s.video_id, s.label, split, s.time_start, s.time_end))
-    return sorted(out, key=lambda s: (s.label, s.video_id))
-
-
-def folder_samples(path: str | os.PathLike, val_fraction: float = 0.0, seed: int = 0,
-                   extensions: Iterable[str] = VIDEO_EXTENSIONS) -> list[Sample]:
-    """Samples of a folder dataset, sorted by (label, video_id).
-
-    `path` is either a video folder ``<path>/<class>/<video file>`` (video id = file stem; files with other
-    extensions are ignored) or a dataset root with ``<path>/jpg/<class>/<video_id>/`` (every video folder).
-    Hidden entries are ignored. Splits are ``train`` / ``val`` as by `assign_val_split`.
-    Raises `LabelError` if no video is found or two files of a class share a stem.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise LabelError(f"{path}: not a folder")
-    store = path / "jpg"
-    from_store = store.is_dir()
-    top = store if from_store else path
-    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    samples: list[Sample] = []
-    for class_dir in sorted(p for p in top.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        seen: dict[str, str] = {}
-        for entry in sorted(class_dir.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            if from_store:
-                if not entry.is_dir():
-                    continue
-                video_id = entry.name
-            else:
-                if not entry.is_file() or entry.suffix.lower() not in exts:
-                    continue
-                video_id = entry.stem
-            where = str(entry)
-            check_name(class_dir.name, "label", where)
-            check_name(video_id, "video id", where)
-            if video_id in seen:
-                raise LabelError(f"{entry}: video id {video_id!r} also used by {seen[video_id]}")
-            seen[video_id] = entry.name
-            samples.append(Sample(video_id=video_id, label=class_dir.name, split="train"))
-    if not samples:
-        kind = "<class>/<video_id>/ folders" if from_store else f"<class>/<video> files ({', '.join(sorted(exts))})"
-        raise LabelError(f"{top}: no videos found (expected {kind})")
-    return assign_val_split(samples, val_fraction, seed)

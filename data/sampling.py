@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["RandomClipSampler", "UniformClipSampler", "clip_span", "as_intervals"]
+__all__ = ["RandomClipSampler", "UniformClipSampler", "clip_span", "as_intervals", "eval_interval"]
 
 
 def as_intervals(intervals: int | Sequence[int]) -> tuple[int, ...]:
@@ -29,6 +29,12 @@ def as_intervals(intervals: int | Sequence[int]) -> tuple[int, ...]:
             raise ValueError(f"frame interval must be a positive integer, got {v!r}")
         out.append(int(v))
     return tuple(out)
+
+
+def eval_interval(frame_interval: int | Sequence[int]) -> int:
+    """The one interval evaluation samples with: the value itself, or the middle of a (sorted) training set."""
+    values = sorted(as_intervals(frame_interval))
+    return values[len(values) // 2]
 
 
 def clip_span(clip_length: int, interval: int) -> int:

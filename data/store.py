@@ -1,6 +1,6 @@
 """The SQLite frame store: one `frames.db` per video, holding its frames as JPEG blobs.
 
-Layout (SPEC section 2)::
+Layout::
 
     <root>/jpg/<class>/<video_id>/frames.db    # frames(idx, jpeg), meta(key, value), view Images(ObjId, frames)
     <root>/jpg/<class>/<video_id>/n_frames     # "<count>\\n", written last: the "complete" marker
@@ -43,6 +43,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from data.atomic import atomic_write_text, replace_durably
 
 log = logging.getLogger(__name__)
 
@@ -516,11 +518,9 @@ def write_frames_db(video_dir: str | os.PathLike, jpeg_frames: Iterable[bytes], 
         conn.execute("INSERT INTO meta(key, value) VALUES ('n_frames', ?)", (str(count),))
         conn.execute("COMMIT")
         conn.close()
-        os.replace(tmp, final)
+        replace_durably(tmp, final)
         renamed = True
-        marker_tmp = video_dir / (N_FRAMES_NAME + ".tmp")
-        marker_tmp.write_text(f"{count}\n")
-        os.replace(marker_tmp, marker)
+        atomic_write_text(marker, f"{count}\n")
         return count
     finally:
         conn.close()

@@ -65,10 +65,10 @@ class VideoClassifier(nn.Module):
         if x.shape[2] < self.min_frames:
             raise ValueError(
                 f"{self.model_name}: needs at least {self.min_frames} frames, got {x.shape[2]} "
-                f"(input shape {tuple(x.shape)}){self._min_frames_hint()}"
+                f"(input shape {tuple(x.shape)}){self.min_frames_hint()}"
             )
 
-    def _min_frames_hint(self) -> str:
+    def min_frames_hint(self) -> str:
         """Extra advice appended to the too-few-frames error (overridden by models with variants)."""
         return ""
 

@@ -89,7 +89,7 @@ class MiCTResNet(VideoClassifier):
         self._init_head(w[-1], num_classes, dropout)
         init_2d(self)
 
-    def _min_frames_hint(self) -> str:
+    def min_frames_hint(self) -> str:
         if self.version == "v1":
             v2 = _STEM_POOL_STRIDE
             for s in TEMPORAL_STRIDES["v2"]:

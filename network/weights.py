@@ -27,7 +27,11 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or holds no state_dict (the message names the file)."""
+    """A checkpoint or weights file that is missing, corrupt, of another format or does not fit the model.
+
+    The one error type for every checkpoint problem (weights loading, training checkpoints, inference tools);
+    the one-line message names the file.
+    """
 
 
 @dataclass

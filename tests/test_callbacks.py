@@ -20,6 +20,8 @@ from train.callbacks import (
 )
 from train.checkpoint import best_checkpoint_path, checkpoint_path, list_checkpoints, load_checkpoint
 from train.distributed import DistInfo
+from train.loaders import EpochInfo
+from train.multigrid import MultigridSchedule
 
 RED, YELLOW, GREEN = "\x1b[31m", "\x1b[33m", "\x1b[32m"
 
@@ -31,7 +33,7 @@ class FakeTrainer:
         self.dist = DistInfo(rank=rank, world_size=2 if rank else 1)
         self.end_epoch, self.num_batches, self.start_epoch = end_epoch, num_batches, start_epoch
         self.val_loader, self.val_frequency, self.stop_training = object(), 1, False
-        self.loader_info = {}
+        self.loader_info = EpochInfo(1, 8, 8, 32, num_batches)
         self.epoch = start_epoch
 
     def state_dict(self):
@@ -86,8 +88,7 @@ def test_metric_printer_logs_every_interval(caplog):
     trainer = FakeTrainer(num_batches=5)
     mp = MetricPrinter(log_interval=2)
     with caplog.at_level(logging.INFO, logger="train"):
-        mp.on_epoch_begin(trainer, 1, {"info": {"batch_size": 8, "clip_length": 8, "crop_size": 32},
-                                       "num_batches": 5})
+        mp.on_epoch_begin(trainer, 1, {"info": EpochInfo(1, 8, 8, 32, 5), "num_batches": 5})
         for i in range(5):
             mp.on_batch_end(trainer, i, _batch_logs(speed_text="Speed (r=1 f=2 b=3) clips/s", eta_epoch=3,
                                                     eta_run=9))
@@ -103,12 +104,14 @@ def test_metric_printer_logs_every_interval(caplog):
 
 def test_metric_printer_shows_multigrid_position(caplog):
     trainer = FakeTrainer(num_batches=3)
-    trainer.loader_info = {"long_cycle": "long-1 (2/4)", "short_crops": (16, 22, 32)}
+    schedule = MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True)
+    shape = schedule.shape(4)
+    trainer.loader_info = EpochInfo(2, shape.batch_size, shape.clip_length, shape.crop_size, 3, shape=shape,
+                                    long_cycle="long-1 (2/4)")
     with caplog.at_level(logging.INFO, logger="train"):
-        MetricPrinter(1).on_epoch_begin(trainer, 2, {"info": {"description": "long-1: batch 32 x 4 frames"},
-                                                     "num_batches": 3})
+        MetricPrinter(1).on_epoch_begin(trainer, 2, {"info": trainer.loader_info, "num_batches": 3})
         MetricPrinter(1).on_batch_end(trainer, 1, _batch_logs(cycle=1))
-    assert "Epoch [2/3] 3 batches, long-1: batch 32 x 4 frames" in caplog.records[0].getMessage()
+    assert f"Epoch [2/3] 3 batches, {shape.summary()}" in caplog.records[0].getMessage()
     assert "[long-1 (2/4), short cycle 2/3]" in caplog.records[1].getMessage()
 
 

@@ -82,11 +82,11 @@ def test_per_dataset_scripts_are_thin_wrappers(script, expect, monkeypatch):
 
     monkeypatch.setattr(cli, "main", fake_main)
     argv = ["--variant", "600"] if script == "train_kinetics" else ["--split", "2"]
-    assert module.run(argv) == 0
+    assert module.main(argv) == 0
     args = seen["args"]
     assert args.labels == expect["labels"] and str(args.dataset) == expect["dataset"]
     with pytest.raises(SystemExit):
-        module.run(["--variant", "123"] if script == "train_kinetics" else ["--split", "4"])
+        module.main(["--variant", "123"] if script == "train_kinetics" else ["--split", "4"])
 
 
 # ---------------------------------------------------------------------------------------------- bad input

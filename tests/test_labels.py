@@ -9,8 +9,6 @@ import pytest
 from data.labels import (
     LabelError,
     Sample,
-    assign_val_split,
-    folder_samples,
     read_classes,
     read_labels,
     safe_video_dir,
@@ -18,6 +16,7 @@ from data.labels import (
     write_labels,
 )
 from tools import make_labels
+from tools.video_folder import assign_val_split, folder_samples
 
 # ------------------------------------------------------------------------------------------------ data.labels
 

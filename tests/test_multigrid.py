@@ -8,18 +8,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
-from data.multigrid import (
-    LONG_CYCLE_FACTORS,
+from data.short_cycle import (
     SHORT_CYCLE_FACTORS,
-    MultigridSchedule,
     ShortCycleBatchSampler,
-    SubBatchNorm3d,
-    build_multigrid_loader_factory,
-    convert_sub_batchnorm,
-    set_sub_batchnorm_group,
     short_cycle_batch_sizes,
     short_cycle_crop_sizes,
 )
+from network.sub_batchnorm import SubBatchNorm3d, convert_sub_batchnorm, set_sub_batchnorm_group
+from train.loaders import MultigridLoaders
+from train.multigrid import LONG_CYCLE_FACTORS, MultigridSchedule
 
 
 def _spans(schedule):
@@ -196,6 +193,10 @@ class _FakeClips(Dataset):
         self.transform = SimpleNamespace(crop_size=32)
         self.short_cycle_sizes = None
 
+    def set_shape(self, clip_length, frame_interval, crop_size, short_cycle_sizes):
+        self.clip_length, self.frame_interval, self.transform.crop_size = clip_length, frame_interval, crop_size
+        self.short_cycle_sizes = None if short_cycle_sizes is None else list(short_cycle_sizes)
+
     def __len__(self):
         return self.n
 
@@ -213,20 +214,20 @@ def _epoch_batches(loader):
 def test_loader_factory_shapes_and_rebuilds(short):
     ds = _FakeClips()
     s = MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=short)
-    factory = build_multigrid_loader_factory(ds, s, workers=0, seed=1)
+    factory = MultigridLoaders(ds, s, workers=0, seed=1)
     keys = []
     for epoch in range(s.end_epoch):
-        loader, info = factory(epoch)
+        loader, info = factory(epoch + 1)  # the trainer's epochs count from 1, the schedule's from 0
         shape = s.shape(epoch)
-        assert info["shape"] == shape and info["lr_scale"] == shape.lr_scale
+        assert info.shape == shape and info.lr_scale == shape.lr_scale
         assert (ds.clip_length, ds.transform.crop_size, ds.frame_interval) == \
             (shape.clip_length, shape.crop_size, shape.frame_interval)
         batches = _epoch_batches(loader)
-        assert len(batches) == len(loader) == info["num_batches"]
+        assert len(batches) == len(loader) == info.num_batches
         if short:
             assert [b[0][0] for b in batches[:3]] == list(shape.short_batches)
             assert [b[0][3] for b in batches[:3]] == list(shape.short_crops)
-            assert info["short_cycles"] and ds.short_cycle_sizes == list(shape.short_crops)
+            assert info.short_crops and ds.short_cycle_sizes == list(shape.short_crops)
         else:
             assert {b[0] for b in batches} == {(shape.batch_size, 3, shape.clip_length, shape.crop_size,
                                                 shape.crop_size)}
@@ -237,22 +238,22 @@ def test_loader_factory_shapes_and_rebuilds(short):
 
 def test_resume_mid_long_cycle_continues_the_schedule():
     s = MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True)
-    straight = build_multigrid_loader_factory(_FakeClips(), s, seed=5)
+    straight = MultigridLoaders(_FakeClips(), s, seed=5)
     runs = {}
     for epoch in range(6):
-        loader, info = straight(epoch)
-        runs[epoch] = (info["shape"], info["lr_multiplier"], _epoch_batches(loader))
+        loader, info = straight(epoch + 1)
+        runs[epoch] = (info.shape, info.lr_multiplier, _epoch_batches(loader))
         if epoch == 1:  # inside long-0 (epochs 0-3): checkpoint here
             saved = straight.state_dict()
     assert saved["epoch"] == 1 and s.phase(1).name == "long-0"
     saved = torch.serialization.pickle.loads(torch.serialization.pickle.dumps(saved))
 
     fresh = MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True)
-    resumed = build_multigrid_loader_factory(_FakeClips(), fresh, seed=5)
+    resumed = MultigridLoaders(_FakeClips(), fresh, seed=5)
     resumed.load_state_dict(saved)
     for epoch in range(2, 6):
-        loader, info = resumed(epoch)
-        assert (info["shape"], info["lr_multiplier"], _epoch_batches(loader)) == runs[epoch]
+        loader, info = resumed(epoch + 1)
+        assert (info.shape, info.lr_multiplier, _epoch_batches(loader)) == runs[epoch]
 
     other = MultigridSchedule(2, 8, 32, 1, [6], 12, long_cycle=True, short_cycle=True)
     with pytest.raises(ValueError, match="end_epoch"):
@@ -402,7 +403,7 @@ def test_smallest_crop_over_the_schedule():
 def test_auto_lr_scaling_follows_the_optimizer():
     from types import SimpleNamespace
 
-    from data.multigrid import default_lr_scaling
+    from train.multigrid import default_lr_scaling
 
     assert default_lr_scaling("sgd") == "linear" and default_lr_scaling("adamw") == "sqrt"
     args = SimpleNamespace(batch_size=2, clip_length=8, clip_size=32, train_frame_interval=[1], lr_steps=[6],
@@ -417,34 +418,11 @@ def test_auto_lr_scaling_follows_the_optimizer():
     assert MultigridSchedule.from_args(args).shape(0).lr_scale == 1.0
 
 
-def test_short_cycle_lr_scaling_option():
-    # Default (SlowFast): the short cycle keeps the lr. sqrt: x2 for the 4x batch, x sqrt2 for the 2x one; in a
-    # long-cycle phase at S/sqrt2 the multipliers are 2, 1, 1 (relative to that phase's batch).
+def test_checkpoint_of_an_older_version_with_the_default_short_cycle_lr_resumes():
     plain = MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True)
-    assert plain.shape(0).short_lr_scales == (1.0, 1.0, 1.0) and plain.config["short_lr_scaling"] == "none"
-    s = MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True, short_lr_scaling="sqrt")
-    assert s.shape(0).short_lr_scales == pytest.approx((2 ** 0.5, 1.0, 1.0))
-    assert s.shape(9).short_lr_scales == pytest.approx((2.0, 2 ** 0.5, 1.0))
-    assert "short-cycle lr scaling sqrt" in s.describe()
-    assert MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True).shape(0).short_lr_scales is None
-    with pytest.raises(ValueError, match="short_lr_scaling"):
-        MultigridSchedule(2, 8, 32, 1, [6], 10, short_cycle=True, short_lr_scaling="cubic")
-    # A checkpoint written before the option existed resumes as the default.
     state = plain.state_dict()
-    del state["config"]["short_lr_scaling"]
+    state["config"]["short_lr_scaling"] = "none"
     MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True).load_state_dict(state)
-
-
-def test_trainer_applies_the_short_cycle_lr_per_iteration():
-    from train.trainer import Trainer
-
-    info = {"short_crops": (16, 22, 32), "short_lr_scales": (2.0, 1.5, 1.0)}
-    assert [Trainer._short_lr_scale(i, info) for i in range(4)] == [2.0, 1.5, 1.0, 2.0]
-    assert Trainer._short_lr_scale(0, {"short_crops": None}) == 1.0 and Trainer._short_lr_scale(3, {}) == 1.0
-    from train.cli import parse_args
-
-    args = parse_args(["--dataset", "x", "--short-cycles", "--clip-size", "32", "--multigrid-short-lr-scaling",
-                       "sqrt"])
-    assert MultigridSchedule.from_args(args).config["short_lr_scaling"] == "sqrt"
-    assert MultigridSchedule.from_args(parse_args(["--dataset", "x", "--short-cycles"])).config[
-        "short_lr_scaling"] == "none"
+    state["config"]["short_lr_scaling"] = "sqrt"
+    with pytest.raises(ValueError, match="short_lr_scaling"):
+        MultigridSchedule(2, 8, 32, 1, [6], 10, long_cycle=True, short_cycle=True).load_state_dict(state)

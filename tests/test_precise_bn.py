@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from data.multigrid import SubBatchNorm3d
+from network.sub_batchnorm import SubBatchNorm3d
+from train.loaders import EpochInfo
+from train.multigrid import Shape
 from train.precise_bn import PreciseBN, update_bn_stats
 
 
@@ -50,16 +52,16 @@ def test_precise_bn_runs_only_after_epochs_on_other_shapes():
 
     model = nn.Sequential(nn.BatchNorm3d(3))
     pbn = PreciseBN(make_loader, num_batches=5, clip_length=8, crop_size=32)
-    pbn.note_epoch({"clip_length": 8, "crop_size": 32, "short_crops": None})  # the base shape: nothing to do
+    pbn.note_epoch(EpochInfo(1, 2, 8, 32, 2))  # the base shape: nothing to do
     assert pbn(model, torch.device("cpu"), epoch=1) == 0.0 and calls == []
-    pbn.note_epoch({"clip_length": 4, "crop_size": 22})  # a long-cycle shape
+    pbn.note_epoch(EpochInfo(2, 2, 4, 22, 2))  # a long-cycle shape
     assert pbn.stale
     pbn(model, torch.device("cpu"), epoch=2)
     assert calls == ["built"] and not pbn.stale and int(model[0].num_batches_tracked) == 2
-    pbn.note_epoch({"clip_length": 8, "crop_size": 32, "short_crops": (16, 22, 32)})  # short cycle
+    pbn.note_epoch(EpochInfo(3, 2, 8, 32, 2, shape=Shape(2, 8, 32, 1, 1.0, 3, "base", short_crops=(16, 22, 32))))  # short cycle
     assert pbn.stale
     pbn(model, torch.device("cpu"), epoch=3)
     assert calls == ["built"]  # the loader is built once
     always = PreciseBN(make_loader, 5, 8, 32, always=True)
-    always.note_epoch({"clip_length": 8, "crop_size": 32})
+    always.note_epoch(EpochInfo(1, 2, 8, 32, 2))
     assert always.stale

@@ -29,7 +29,7 @@ def _trainer(model, dataset, epochs=1, batch_size=8, lr=0.1, val=None, callbacks
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=_collate)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     val_loader = DataLoader(val, batch_size=batch_size, collate_fn=_collate) if val is not None else None
-    return Trainer(model, opt, FixedLoader(lambda: loader, dataset, {"lr_scale": 1.0}),
+    return Trainer(model, opt, FixedLoader(lambda: loader, dataset, batch_size, 8, 32),
                    scheduler=StepLRSchedule(opt, lr), end_epoch=epochs, val_loader=val_loader,
                    num_val_videos=len(val) if val is not None else 0, num_classes=2,
                    callbacks=CallbackList(callbacks), **kw)
@@ -59,7 +59,7 @@ def test_epoch_metrics_are_sample_weighted():
         def on_batch_end(self, trainer, batch, logs):
             seen.append((logs["batch_size"], logs["loss"]))
 
-    trainer = Trainer(model, opt, FixedLoader(lambda: loader, data, {}), scheduler=StepLRSchedule(opt, 1e-30),
+    trainer = Trainer(model, opt, FixedLoader(lambda: loader, data, 4, 8, 32), scheduler=StepLRSchedule(opt, 1e-30),
                       end_epoch=1, callbacks=CallbackList([Record()]))
     out = trainer.train_epoch(1)
     assert [n for n, _ in seen] == [4, 4, 2]
@@ -254,7 +254,7 @@ def test_both_cycles_off_is_the_plain_baseline_bit_for_bit(store, tmp_path):
     import copy
 
     from data.loader import build_loader
-    from data.multigrid import SubBatchNorm3d
+    from network.sub_batchnorm import SubBatchNorm3d
     from train import cli
     from train.trainer import epoch_seed
 

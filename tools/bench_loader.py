@@ -34,7 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -44,10 +44,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data import store
+from data.atomic import atomic_write_text
+from data.sampling import clip_span
 from tools import convert
-from tools._cli import die, setup_logging
+from tools.bench_loader_readers import ClipSet, FolderReader, MemoryReader, PyAVReader, SqlReader
+from tools.video_folder import scan_folder
+from train.console import die, setup_logging
 
-log = logging.getLogger("tools.bench_loader")
+log = logging.getLogger(__name__)
 
 
 # -- data preparation ------------------------------------------------------------------------------------------
@@ -96,7 +100,7 @@ def convert_both(videos: Path, root: Path, folder_root: Path, workers: int) -> d
     out["SQLite frame store"] = {"seconds": seconds, "frames": frames, **_disk_usage(
         [p for d in dbs for p in (d, d.parent / "n_frames")])}
 
-    found, _ = convert.scan_videos(videos)
+    found, _ = scan_folder(videos)
     jobs = [convert.Job(str(p), label, vid, str(folder_root / label / vid)) for label, vid, p in found]
     t = time.perf_counter()
     with ProcessPoolExecutor(workers, initializer=convert._init_worker) as pool:
@@ -111,122 +115,6 @@ def convert_both(videos: Path, root: Path, folder_root: Path, workers: int) -> d
 def _disk_usage(files: list[Path]) -> dict:
     sts = [f.stat() for f in files]
     return {"files": len(files), "bytes": sum(s.st_size for s in sts), "allocated": sum(s.st_blocks * 512 for s in sts)}
-
-
-# -- the loaders -----------------------------------------------------------------------------------------------
-class ClipSet(Dataset):
-    """Items are clip numbers; `read(video, indices)` returns the (T, H, W, 3) uint8 RGB clip."""
-
-    def __init__(self, clips: list[tuple[int, np.ndarray]], read: Callable[[int, np.ndarray], np.ndarray]):
-        self.clips, self.read = clips, read
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        video, indices = self.clips[i]
-        return torch.from_numpy(self.read(video, indices))
-
-
-_RGB_FLAG = store._DECODE_FLAGS[1]
-
-
-def _decode_into(out: np.ndarray, blobs: list[bytes]) -> np.ndarray:
-    for slot, blob in zip(out, blobs):
-        img = cv2.imdecode(np.frombuffer(blob, np.uint8), _RGB_FLAG)
-        if store._HAS_RGB:
-            np.copyto(slot, img)
-        else:
-            cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=slot)
-    return out
-
-
-class SqlReader:
-    """(a) through `data.store`: the default per-process cache, or a private one with other settings."""
-
-    def __init__(self, dirs: list[Path], mode: str):
-        self.dirs, self.mode = dirs, mode
-        self._pid, self._readers = None, {}
-
-    def __call__(self, video: int, indices: np.ndarray) -> np.ndarray:
-        if self.mode == "cached":
-            return store.get_reader(self.dirs[video]).read(indices)
-        if self.mode == "reduce2":
-            return store.get_reader(self.dirs[video]).read(indices, reduce=2)
-        if self.mode == "per-clip":
-            with store.open_video(self.dirs[video]) as reader:
-                return reader.read(indices)
-        if self._pid != os.getpid():  # "no-mmap": a private per-process cache of readers without mmap
-            self._pid, self._readers = os.getpid(), {}
-        reader = self._readers.get(video)
-        if reader is None:
-            reader = self._readers[video] = store.VideoReader(self.dirs[video], mmap_size=0)
-        return reader.read(indices)
-
-    def reset(self) -> None:
-        """Close this process's connections (and unmap the files) so that a cold pass really reads the disk."""
-        store._DEFAULT_CACHE.clear()
-        for reader in self._readers.values():
-            reader.close()
-        self._readers = {}
-
-
-class FolderReader:
-    """(b) one JPEG file per frame: `<dir>/frame_%05d.jpg`, 1-based."""
-
-    def __init__(self, dirs: list[Path], size: tuple[int, int]):
-        self.dirs, self.size = dirs, size
-
-    def __call__(self, video: int, indices: np.ndarray) -> np.ndarray:
-        blobs = []
-        for i in indices.tolist():
-            with open(self.dirs[video] / f"frame_{i + 1:05d}.jpg", "rb") as f:
-                blobs.append(f.read())
-        return _decode_into(np.empty((len(indices), *self.size, 3), np.uint8), blobs)
-
-
-class MemoryReader:
-    """(d) the bound: the same JPEG bytes already in memory."""
-
-    def __init__(self, blobs: list[list[bytes]], size: tuple[int, int]):
-        self.blobs, self.size = blobs, size
-
-    def __call__(self, video: int, indices: np.ndarray) -> np.ndarray:
-        frames = self.blobs[video]
-        return _decode_into(np.empty((len(indices), *self.size, 3), np.uint8), [frames[i] for i in indices.tolist()])
-
-
-class PyAVReader:
-    """(c) the source videos: open, seek to the keyframe before the clip, decode forward to its last frame."""
-
-    def __init__(self, paths: list[Path], size: tuple[int, int]):
-        self.paths, self.size = paths, size
-
-    def __call__(self, video: int, indices: np.ndarray) -> np.ndarray:
-        import av
-
-        out = np.empty((len(indices), *self.size, 3), np.uint8)
-        wanted: dict[int, list[int]] = {}
-        for pos, i in enumerate(indices.tolist()):
-            wanted.setdefault(i, []).append(pos)
-        first, last = min(wanted), max(wanted)
-        with av.open(str(self.paths[video])) as container:
-            stream = container.streams.video[0]
-            stream.codec_context.thread_count = 1
-            rate, tb = stream.average_rate, stream.time_base
-            t0 = stream.start_time or 0
-            container.seek(t0 + int(first / rate / tb), stream=stream, backward=True)
-            for frame in container.decode(stream):
-                i = round(float((frame.pts - t0) * tb * rate))
-                if i in wanted:
-                    rgb = frame.to_ndarray(format="rgb24")
-                    for pos in wanted.pop(i):
-                        out[pos] = rgb
-                if i >= last:
-                    break
-        if wanted:
-            raise RuntimeError(f"{self.paths[video]}: frames {sorted(wanted)[:5]} not decoded")
-        return out
 
 
 # -- timing ----------------------------------------------------------------------------------------------------
@@ -272,7 +160,7 @@ def _worker_init(_: int) -> None:
 
 
 # -- main ------------------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.bench_loader", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("bench_data"), help="working folder (videos, stores)")
@@ -297,7 +185,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0; bad input exits 2)."""
     args = parse_args(argv)
     setup_logging()
     torch.set_num_threads(1)
@@ -307,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         workers_list = [int(x) for x in args.workers.split(",")]
     except ValueError:
         die(f"bad --size {args.size!r} or --workers {args.workers!r}")
-    span = (args.clip_length - 1) * args.interval + 1
+    span = clip_span(args.clip_length, args.interval)
     if span > args.frames:
         die(f"a clip spans {span} frames but videos have --frames {args.frames}")
     data = args.data
@@ -317,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(videos)  # generated by an earlier run with other parameters
     if not videos.is_dir():
         generate_videos(videos, args.videos, args.frames, (h, w), args.seed, args.convert_workers)
-        stamp.write_text(params)
+        atomic_write_text(stamp, params)
     else:
         log.info("using the videos already in %s", videos)
     for old in (root, folder):  # outputs of an earlier run: converted afresh (and timed) every time
         shutil.rmtree(old, ignore_errors=True)
     storage = convert_both(videos, root, folder, args.convert_workers)
 
-    found, _ = convert.scan_videos(videos)
+    found, _ = scan_folder(videos)
     paths = [p for _, _, p in found]
     dirs = [root / "jpg" / label / vid for label, vid, _ in found]
     fdirs = [folder / label / vid for label, vid, _ in found]
@@ -403,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
         log.info("wrote %s", args.out)
     return 0
 

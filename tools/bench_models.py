@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -39,10 +36,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import network
+from data.atomic import atomic_write_text
 from network import to_channels_last
-from tools._cli import die, setup_logging
+from tools.bench_models_report import Result, format_size, machine_info, main_table, options_table, targets
+from train.console import die, setup_logging
+from train.inference import add_device_argument, resolve_device
 
-log = logging.getLogger("tools.bench_models")
+log = logging.getLogger(__name__)
 
 TORCHVISION = ("tv_r3d_18", "tv_mc3_18", "tv_r2plus1d_18")
 #: Models timed together (interleaved): the MiCT-vs-R3D target and the ours-vs-torchvision targets.
@@ -146,32 +146,6 @@ def variant(option: str) -> Variant:
     raise ValueError(f"unknown option {option!r}; valid: {', '.join(OPTIONS)}")
 
 
-@dataclass
-class Result:
-    device: str
-    model: str
-    size: tuple[int, int, int]
-    batch: int
-    variant: str
-    params: int
-    gflops: float | None = None  # per clip
-    times: list[float] = field(default_factory=list)
-    peak_mb: float | None = None
-    note: str = ""
-
-    @property
-    def best(self) -> float | None:
-        return min(self.times) if self.times else None
-
-    @property
-    def clips_per_s(self) -> float | None:
-        return self.batch / self.best if self.times else None
-
-    @property
-    def frames_per_s(self) -> float | None:
-        return self.clips_per_s * self.size[0] if self.times else None
-
-
 class Runner:
     """Builds one group of models on a device and measures them interleaved."""
 
@@ -259,96 +233,6 @@ class Runner:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# report
-
-
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def _size(s: tuple[int, int, int]) -> str:
-    return "x".join(map(str, s))
-
-
-def main_table(results: list[Result]) -> list[str]:
-    lines = ["| device | model | params (M) | input TxHxW | GFLOPs/clip | GMACs/clip | batch | clips/s | frames/s "
-             "| ms/batch (best) | ms/batch (median) | peak MB | note |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in results:
-        median = statistics.median(r.times) * 1e3 if r.times else None
-        lines.append(
-            f"| {r.device} | {r.model} | {r.params / 1e6:.2f} | {_size(r.size)} | {_fmt(r.gflops, '.1f')} | "
-            f"{_fmt(r.gflops / 2 if r.gflops else None, '.1f')} | {r.batch} | {_fmt(r.clips_per_s, '.2f')} | "
-            f"{_fmt(r.frames_per_s, '.1f')} | {_fmt(r.best * 1e3 if r.best else None, '.0f')} | "
-            f"{_fmt(median, '.0f')} | {_fmt(r.peak_mb, '.0f')} | {r.note} |")
-    return lines
-
-
-def options_table(base: list[Result], opts: list[Result]) -> list[str]:
-    ref = {(r.device, r.model, r.size, r.batch): r for r in base}
-    lines = ["| device | model | input TxHxW | batch | variant | clips/s | vs inference_mode | peak MB | note |",
-             "|---|---|---|---:|---|---:|---:|---:|---|"]
-    for r in opts:
-        b = ref.get((r.device, r.model, r.size, r.batch))
-        ratio = r.clips_per_s / b.clips_per_s if (b and b.clips_per_s and r.clips_per_s) else None
-        lines.append(f"| {r.device} | {r.model} | {_size(r.size)} | {r.batch} | {r.variant} | "
-                     f"{_fmt(r.clips_per_s, '.2f')} | {_fmt(ratio, '.2f')}x | {_fmt(r.peak_mb, '.0f')} | {r.note} |")
-    return lines
-
-
-def targets(results: list[Result]) -> list[str]:
-    """The issue's targets: MiCT-ResNet-18 >= 3.1x R3D-18 clips/s at 16x160x160; ours >= torchvision."""
-    by = {(r.device, r.model, r.size, r.batch): r for r in results}
-
-    def ratio(where: tuple, a: str, b: str) -> tuple[float, float | None] | None:
-        """(clips/s of a / clips/s of b, GFLOPs of b / GFLOPs of a) at `where` = (device, size, batch)."""
-        device, size, batch = where
-        ra, rb = by.get((device, a, size, batch)), by.get((device, b, size, batch))
-        if not (ra and rb and ra.clips_per_s and rb.clips_per_s):
-            return None
-        flops = rb.gflops / ra.gflops if (ra.gflops and rb.gflops) else None
-        return ra.clips_per_s / rb.clips_per_s, flops
-
-    lines: list[str] = []
-    for key in sorted({(r.device, r.size, r.batch) for r in results}):
-        where = f"{key[0]}, {_size(key[1])}, batch {key[2]}"
-        m = ratio(key, "mict_resnet18", "r3d_18")
-        if m:
-            flops = f"; R3D-18 needs {m[1]:.1f}x its FLOPs" if m[1] else ""
-            verdict = "meets" if m[0] >= 3.1 else "below"
-            lines.append(f"- MiCT-ResNet-18 / R3D-18 clips/s ({where}): **{m[0]:.2f}x** ({verdict} the 3.1x target"
-                         f"{flops})")
-        for ours in ("r3d_18", "mc3_18", "r2plus1d_18"):
-            q = ratio(key, ours, f"tv_{ours}")
-            if q:
-                verdict = ("not slower" if q[0] >= 1.0 else
-                           "equal within timing noise: same aten kernels" if q[0] >= 0.97 else "SLOWER")
-                lines.append(f"- {ours} / torchvision {ours} clips/s ({where}): **{q[0]:.3f}** ({verdict})")
-    return lines
-
-
-def machine_info(devices: Sequence[torch.device]) -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = [f"- CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}",
-            f"- torch {torch.__version__}, Python {platform.python_version()}"]
-    if hasattr(os, "getloadavg"):
-        load = os.getloadavg()
-        info.append("- load average at start (1/5/15 min): " + ", ".join(f"{v:.1f}" for v in load))
-        if load[0] > (os.cpu_count() or 1):
-            info.append("- **the CPU was busy with other work: CPU timings are noisy, ratios more than absolutes**")
-            log.warning("load average %.1f on %d cores: CPU timings will be noisy", load[0], os.cpu_count() or 1)
-    for d in devices:
-        if d.type == "cuda":
-            info.append(f"- GPU: {torch.cuda.get_device_name(d)}")
-    return info
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # command line
 
 
@@ -392,8 +276,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed forwards per measurement (default 3)")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed forwards first, >= 1 (the first is instrumented); default 1 on CPU, 3 on CUDA")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto: CPU, and CUDA too when available")
+    add_device_argument(p, help="auto: the CPU, and CUDA too when available; cpu, cuda or cuda:N: only that one")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--clock", choices=("wall", "process"), default="wall",
                    help="wall: elapsed time (default); process: CPU time of this process, which other processes on "
@@ -450,10 +333,13 @@ def run(args: argparse.Namespace, command: str = "python -m tools.bench_models")
     if args.clock == "process" and torch.get_num_threads() > 1:
         log.warning("--clock process sums the CPU time of all %d threads; use --threads 1", torch.get_num_threads())
     devices = [torch.device("cpu")]
-    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            die("--device cuda: CUDA is not available")
-        devices = [torch.device("cuda")] if args.device == "cuda" else devices + [torch.device("cuda")]
+    if args.device == "auto":
+        devices += [torch.device("cuda")] if torch.cuda.is_available() else []
+    elif args.device != "cpu":
+        try:
+            devices = [resolve_device(args.device)]
+        except ValueError as e:
+            die(str(e))
     if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
 
@@ -472,7 +358,7 @@ def run(args: argparse.Namespace, command: str = "python -m tools.bench_models")
                                 clock)
                 for size in args.sizes:
                     for batch in args.batches:
-                        progress.set_postfix_str(f"{device.type} {','.join(group)} {_size(size)} b{batch}")
+                        progress.set_postfix_str(f"{device.type} {','.join(group)} {format_size(size)} b{batch}")
                         results += runner.measure(size, batch, progress)
                 del runner
             for option in args.options:
@@ -496,7 +382,7 @@ def run(args: argparse.Namespace, command: str = "python -m tools.bench_models")
               "",
               *main_table(results), "", "Targets:", "", *(targets(results) or ["- (not measured in this run)"])]
     if opt_results:
-        report += ["", f"Options (at {_size(opt_size)}, batch {opt_batch}):", "", *options_table(results, opt_results)]
+        report += ["", f"Options (at {format_size(opt_size)}, batch {opt_batch}):", "", *options_table(results, opt_results)]
     report += ["", "GFLOPs count 2 per multiply-add (torch.utils.flop_counter; LSTM cells of the SRTG models are "
                "not counted); GMACs = GFLOPs / 2 is what torchvision's tables call GFLOPS (40.7 for r3d_18 at "
                "16x112x112). CPU peak MB = parameters + input + peak live activation storage seen by a dispatch "
@@ -504,17 +390,18 @@ def run(args: argparse.Namespace, command: str = "python -m tools.bench_models")
     return "\n".join(report) + "\n"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0; bad input exits 2)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     setup_logging(args.log_level)
     report = run(args, " ".join(["python -m tools.bench_models", *argv]))
     print(report)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(report)
+        atomic_write_text(args.out, report)
         log.info("report written to %s", args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,7 @@
 
 Every configuration trains the same model from the same seed on the same synthetic motion dataset
 (`tools.synthetic` + `tools.convert`, prepared once and reused, as by `tools.demo`) with the same epoch budget
-(``--end-epoch``; the multigrid schedule keeps it, see `data.multigrid`), validating after every epoch. Each run
+(``--end-epoch``; the multigrid schedule keeps it, see `train.multigrid`), validating after every epoch. Each run
 is a fresh ``python -m train`` process (through this module's ``--child`` mode), so that memory and threads of one
 run do not leak into the next; one torch thread by default, because on a shared machine several spinning threads
 per process made epoch times vary up to 20x. Reported per configuration:
@@ -23,9 +23,8 @@ epoch at which a long run first crosses the target favours whichever configurati
 that is generous for it, and a multigrid run spends its first epochs on small shapes by design.)
 
 ``long-plainbn`` and ``long+short-plainbn`` (not run by default) keep plain BatchNorm instead of
-`SubBatchNorm3d`: the ablation behind the batch-norm choice of `data.multigrid`. ``short-sqrtlr`` and
-``long+short-sqrtlr`` (not run by default) scale the lr of the short cycle's 4x/2x batches by 2 and sqrt 2;
-``--lr-scaling`` changes how the long cycle scales the lr (two more ablations). Prints a markdown table;
+`SubBatchNorm3d`: the ablation behind the batch-norm choice of `network.sub_batchnorm`. ``--lr-scaling``
+changes how the long cycle scales the lr (another ablation). Prints a markdown table;
 ``--out`` also writes it.
 """
 from __future__ import annotations
@@ -46,10 +45,11 @@ from pathlib import Path
 
 import torch
 
-from data.multigrid import default_lr_scaling
-from tools._cli import die, setup_logging
+from data.rounding import round_half_up
+from train.console import die, setup_logging
+from train.multigrid import default_lr_scaling
 
-log = logging.getLogger("tools.bench_multigrid")
+log = logging.getLogger(__name__)
 
 CONFIGS: dict[str, list[str]] = {
     "baseline": [],
@@ -58,8 +58,6 @@ CONFIGS: dict[str, list[str]] = {
     "long+short": ["--long-cycles", "--short-cycles"],
     "long-plainbn": ["--long-cycles"],
     "long+short-plainbn": ["--long-cycles", "--short-cycles"],
-    "short-sqrtlr": ["--short-cycles", "--multigrid-short-lr-scaling", "sqrt"],
-    "long+short-sqrtlr": ["--long-cycles", "--short-cycles", "--multigrid-short-lr-scaling", "sqrt"],
 }
 DEFAULT_CONFIGS = "baseline,long,short,long+short"
 
@@ -138,9 +136,9 @@ def child_main(argv: Sequence[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.plain_bn:
-        import data.multigrid
+        import train.builders
 
-        data.multigrid.convert_sub_batchnorm = lambda module, group_size: module  # the trainer imports it late
+        train.builders.convert_sub_batchnorm = lambda module, group_size: module
     extra = ["--multigrid-lr-scaling", args.lr_scaling] if args.lr_scaling else []
     from train.cli import main as train_main
 
@@ -219,12 +217,8 @@ def format_table(results: list[RunResult], target: float) -> list[str]:
 def budget_config(cfg, budget: int):
     """`cfg` with an epoch budget of `budget`: the lr steps keep their relative places (at least one epoch in
     and one before the end when there is room)."""
-    steps = sorted({min(budget - 1, max(1, _round_half_up(s * budget / cfg.end_epoch))) for s in cfg.lr_steps})
+    steps = sorted({min(budget - 1, max(1, round_half_up(s * budget / cfg.end_epoch))) for s in cfg.lr_steps})
     return replace(cfg, end_epoch=budget, lr_steps=tuple(s for s in steps if 0 < s < budget))
-
-
-def _round_half_up(x: float) -> int:
-    return int(x + 0.5)
 
 
 def format_sweep(results: dict[tuple[str, int], RunResult], names: list[str], budgets: list[int],

@@ -34,7 +34,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -45,11 +45,13 @@ import numpy as np
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from data.labels import VIDEO_EXTENSIONS, Sample, assign_val_split, safe_video_dir, write_classes, write_labels
+from data.atomic import atomic_write
+from data.labels import Sample, safe_video_dir, write_classes, write_labels
 from data.store import DB_NAME, N_FRAMES_NAME, PAGE_SIZE, TMP_NAME, VideoReader, write_frames_db
-from tools._cli import die, setup_logging
+from tools.video_folder import VIDEO_EXTENSIONS, assign_val_split, scan_folder
+from train.console import die, setup_logging
 
-log = logging.getLogger("tools.convert")
+log = logging.getLogger(__name__)
 
 DEFAULT_QUALITY = 90
 FAILURES_NAME = "convert_failures.csv"
@@ -89,26 +91,12 @@ class Result:
 
 
 # -- scanning --------------------------------------------------------------------------------------------------
-def scan_videos(videos: Path, extensions: frozenset[str] = VIDEO_EXTENSIONS
-                ) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str]]]:
-    """(label, video_id, path) for every `<class>/<video>` file, sorted; plus (path, reason) for unusable ones."""
-    found: list[tuple[str, str, Path]] = []
-    problems: list[tuple[str, str]] = []
-    for class_dir in sorted(p for p in videos.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        seen: dict[str, Path] = {}
-        for entry in sorted(class_dir.iterdir()):
-            if entry.name.startswith(".") or entry.suffix.lower() not in extensions or entry.is_dir():
-                continue
-            if entry.stem in seen:
-                problems.append((str(entry), f"video id {entry.stem!r} already used by {seen[entry.stem].name}"))
-                continue
-            seen[entry.stem] = entry
-            found.append((class_dir.name, entry.stem, entry))
-    stray = [p for p in videos.iterdir() if p.is_file() and p.suffix.lower() in extensions]
+def _warn_stray(videos: Path) -> None:
+    """Video files straight in VIDEOS have no class folder: say so instead of ignoring them silently."""
+    stray = [p for p in videos.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS]
     if stray:
         log.warning("%d video file(s) directly in %s are ignored (expected <class>/<video>), e.g. %s",
                     len(stray), videos, stray[0].name)
-    return found, problems
 
 
 # -- one video -------------------------------------------------------------------------------------------------
@@ -335,16 +323,14 @@ def write_failures(root: Path, failures: list[tuple[str, str]]) -> Path | None:
         if path.exists():
             path.unlink()
         return None
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["path", "reason"])
         writer.writerows(sorted(failures))
-    os.replace(tmp, path)
     return path
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.convert", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("videos", type=Path, help="folder of <class>/<video file>")
@@ -361,7 +347,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 some videos failed; bad input exits 2)."""
     args = parse_args(argv)
     setup_logging(log_file=args.log_file)
@@ -379,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         die(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     workers = max(1, args.workers)
 
-    found, failures = scan_videos(args.videos)
+    found, failures = scan_folder(args.videos)
+    _warn_stray(args.videos)
     if not found and not failures:
         die(f"{args.videos}: no videos found (expected <class>/<video> with one of "
             f"{', '.join(sorted(VIDEO_EXTENSIONS))})")

@@ -30,9 +30,13 @@ from pathlib import Path
 
 import torch
 
-from tools._cli import die, setup_logging
+from data.atomic import atomic_write_text
+from tools.video_folder import scan_folder
+from train.console import die, setup_logging
+from train.presets import DEMO_MODEL_ARGS, PRESETS
 
-log = logging.getLogger("tools.demo")
+log = logging.getLogger(__name__)
+_TRAIN = PRESETS["demo"].defaults  # the demo's trainer settings live in the preset table
 
 
 @dataclass(frozen=True)
@@ -46,22 +50,22 @@ class DemoConfig:
     videos_per_class: int = 100
     frames: int = 32
     size: str = "72x96"  # HxW of the rendered videos; resizing to ~37 px averages the sensor noise out
-    seed: int = 0
+    seed: int = _TRAIN["random_seed"]
     held_out: float = 0.2  # share of each class for val + test (half each)
-    clip_length: int = 8
-    clip_size: int = 32
-    frame_interval: tuple[int, ...] = (4,)  # 8 frames at interval 4 span the whole 32-frame video
-    batch_size: int = 16
-    optimizer: str = "adamw"
-    lr_base: float = 0.001
-    lr_steps: tuple[int, ...] = (10,)
-    end_epoch: int = 14
-    warmup_epochs: float = 0.0
-    clip_grad_norm: float | None = None
-    workers: int = 1
-    val_clips_per_video: int = 1  # during training (model selection)
+    clip_length: int = _TRAIN["clip_length"]
+    clip_size: int = _TRAIN["clip_size"]
+    frame_interval: tuple[int, ...] = tuple(_TRAIN["train_frame_interval"])
+    batch_size: int = _TRAIN["batch_size"]
+    optimizer: str = _TRAIN["optimizer"]
+    lr_base: float = _TRAIN["lr_base"]
+    lr_steps: tuple[int, ...] = tuple(_TRAIN["lr_steps"])
+    end_epoch: int = _TRAIN["end_epoch"]
+    warmup_epochs: float = _TRAIN["warmup_epochs"]
+    clip_grad_norm: float | None = _TRAIN["clip_grad_norm"]
+    workers: int = _TRAIN["workers"]
+    val_clips_per_video: int = _TRAIN["val_clips_per_video"]  # during training (model selection)
     test_clips_per_video: int = 3  # final held-out evaluation
-    width_mult: float | None = None
+    width_mult: float | None = _TRAIN["width_mult"]
 
     def data_key(self) -> dict:
         """Settings the generated data depends on (a change regenerates it)."""
@@ -74,33 +78,23 @@ QUICK = DemoConfig(classes=4, videos_per_class=6, frames=16, size="32x40", held_
                    batch_size=4, lr_steps=(), end_epoch=1, warmup_epochs=0.0, workers=0, test_clips_per_video=2,
                    width_mult=0.125)
 LABELS = "demo.csv"
-# Model arguments the demo needs per network. MiCT v2 (temporal stride 4) accepts 8-frame clips. Its 3D stem pads
-# time only at the end, so with the reference 7-frame kernel 6 of the 8 stem outputs see zero padding, whose edges
-# drown the motion signal. Measured with this config: the 7-frame stem stayed at chance for ~7 epochs (92.5% test
-# in the end); the 3-frame stem (the paper's 3x7x7 ablation) left chance at epoch 4, passed 90% val at epoch 6 and
-# reached 97.5% test video@1.
-MODEL_ARGS = {"mict_resnet18": ["version=v2", "first_kernel_depth=3"],
-              "mict_resnet34": ["version=v2", "first_kernel_depth=3"]}
+# Model arguments the demo needs per network (why: see `train.presets.DEMO_MODEL_ARGS`), as --model-arg text.
+MODEL_ARGS = {net: [f"{k}={v}" for k, v in args] for net, args in DEMO_MODEL_ARGS.items()}
 TARGET_VIDEO_TOP1 = 90.0
 
 
 def train_defaults(cfg: DemoConfig = FULL, network: str = "mict_resnet18", store: Path = Path("demo_data/store"),
                    run_dir: Path | None = None) -> dict:
-    """The trainer settings of the demo, as `train.cli` argument defaults (also used by `train_demo.py`)."""
-    from train.cli import _model_arg
-
-    model_args = [_model_arg(a) for a in MODEL_ARGS.get(network, [])]
+    """The demo preset's trainer defaults with the settings of `cfg`, `network`, `store` and `run_dir`."""
     return {
-        "dataset": Path(store), "labels": LABELS, "network": network,
+        **_TRAIN, "dataset": Path(store), "network": network,
         "model_dir": Path(run_dir) if run_dir is not None else Path("demo_runs") / network,
         "clip_length": cfg.clip_length, "clip_size": cfg.clip_size,
         "train_frame_interval": list(cfg.frame_interval), "val_frame_interval": cfg.frame_interval[-1],
-        "flip": False,  # a mirrored "move left" clip is "move right": flips would corrupt the labels
         "batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "lr_base": cfg.lr_base, "lr_steps": list(cfg.lr_steps),
         "end_epoch": cfg.end_epoch, "warmup_epochs": cfg.warmup_epochs, "workers": cfg.workers,
-        "clip_grad_norm": cfg.clip_grad_norm,
-        "val_clips_per_video": cfg.val_clips_per_video, "log_interval": 5, "keep_last": 2,
-        "random_seed": cfg.seed, "width_mult": cfg.width_mult, "model_arg": model_args,
+        "clip_grad_norm": cfg.clip_grad_norm, "val_clips_per_video": cfg.val_clips_per_video,
+        "random_seed": cfg.seed, "width_mult": cfg.width_mult, "model_arg": list(DEMO_MODEL_ARGS.get(network, ())),
     }
 
 
@@ -132,23 +126,19 @@ def prepare_data(cfg: DemoConfig, data_dir: Path, workers: int) -> Path:
     _run_tool("tools.convert", [videos, store, "--workers", workers, "--val-fraction", cfg.held_out,
                                 "--seed", cfg.seed])
     split_test(store / "labels" / "all.csv", store / "labels" / LABELS)
-    marker.write_text(json.dumps(key) + "\n")  # last: an interrupted preparation is redone
+    atomic_write_text(marker, json.dumps(key) + "\n")  # last: an interrupted preparation is redone
     return store
 
 
 def held_out_videos(labels_csv: Path, videos_dir: Path, count: int = 2) -> list[Path]:
     """Raw source files of `count` test-split videos, from different classes where possible."""
-    from data.labels import VIDEO_EXTENSIONS, read_labels
+    from data.labels import read_labels
 
+    files = {(v.label, v.video_id): v.path for v in scan_folder(videos_dir)[0]}
     picked: dict[str, Path] = {}
     for s in read_labels(labels_csv):
-        if s.split != "test" or s.label in picked:
-            continue
-        for ext in VIDEO_EXTENSIONS:
-            path = videos_dir / s.label / f"{s.video_id}{ext}"
-            if path.is_file():
-                picked[s.label] = path
-                break
+        if s.split == "test" and s.label not in picked and (s.label, s.video_id) in files:
+            picked[s.label] = files[(s.label, s.video_id)]
         if len(picked) == count:
             break
     return list(picked.values())
@@ -186,6 +176,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0; a failed step exits with its status)."""
     args = parse_args(argv)
     cfg = QUICK if args.quick else FULL
     if args.epochs is not None:
@@ -204,15 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings["data"] = time.perf_counter() - t
 
     from tools.evaluate import evaluate_checkpoint, format_report, write_outputs
-    from train.cli import _plain_log_files, run
     from train.cli import parse_args as train_parse_args
+    from train.cli import plain_log_files, run
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own previous outputs for this network
     run_dir.mkdir(parents=True)
     train_args = train_parse_args([], defaults=train_defaults(cfg, args.network, store, run_dir))
     setup_logging(log_file=str(train_args.log_file))
-    _plain_log_files()
+    plain_log_files()
     t = time.perf_counter()
     try:
         result = run(train_args)
@@ -258,4 +249,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

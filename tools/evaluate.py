@@ -16,20 +16,21 @@ import csv
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tools._cli import die, setup_logging
-from train.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
-from train.distributed import parse_gpus, select_device
+from data.atomic import atomic_write, atomic_write_text
+from train.console import die, setup_logging
+from train.inference import add_device_argument, build_val_transform, load_model, resolve_device
 from train.metrics import EvalResult
 from train.precision import PRECISIONS, Precision
 from train.trainer import evaluate
 
-log = logging.getLogger("tools.evaluate")
+log = logging.getLogger(__name__)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLike, labels: str | None = None,
@@ -40,18 +41,18 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
 
     Raises `CheckpointError` / `ValueError` / `OSError` with one-line messages (bad checkpoint, dataset, labels).
     """
-    from data import VideoDataset, build_loader, val_transform
+    from data import VideoDataset, build_loader
 
-    device = torch.device(device)
-    ckpt = load_checkpoint(checkpoint)
-    model, classes, pre = build_model_from_checkpoint(ckpt, device)
-    transform = val_transform(int(pre["crop_size"]), int(pre["resize_short"]), mean=pre["mean"], std=pre["std"])
+    device = resolve_device(device)
+    loaded = load_model(checkpoint, device, require_classes=True)
+    model, classes, pre = loaded.model, loaded.classes, loaded.preprocess
+    transform = build_val_transform(pre)
     # The checkpoint's class list fixes the label mapping; labels it does not know are an error.
     ds = VideoDataset(dataset, labels, split=split, clip_length=int(pre["clip_length"]),
                       frame_interval=pre["frame_interval"], transform=transform, clips_per_video=clips_per_video,
                       classes=classes, train=False)
     loader = build_loader(ds, batch_size, train=False, workers=workers)
-    log.info("evaluating %s (%s) on %s split %r: %d videos x %d clips", checkpoint, ckpt["network"], dataset, split,
+    log.info("evaluating %s (%s) on %s split %r: %d videos x %d clips", checkpoint, loaded.network, dataset, split,
              len(ds.samples), clips_per_video)
     result = evaluate(model, loader, len(ds.samples), len(classes), device, Precision(precision, device),
                       max_batches=max_batches, progress=True)
@@ -85,10 +86,9 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLi
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -120,8 +120,8 @@ def write_outputs(result: EvalResult, classes: Sequence[str], out_dir: str | os.
                **result.as_dict(),
                "per_class": {c: (None if not np.isfinite(a) else float(a)) for c, a in zip(classes, result.per_class)},
                "confusion": result.confusion.tolist(), "classes": list(classes)}
-    paths["json"].write_text(json.dumps(summary, indent=1) + "\n")
-    with open(paths["csv"], "w", newline="") as f:
+    atomic_write_text(paths["json"], json.dumps(summary, indent=1) + "\n")
+    with atomic_write(paths["csv"], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["class", "accuracy", "correct", "videos"])
         for i, c in enumerate(classes):
@@ -141,7 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clips-per-video", type=int, default=1, help="evenly spaced clips per video (K)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--gpus", type=parse_gpus, default=None, help="GPU id (default: GPU 0 if any, else CPU)")
+    add_device_argument(p)
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the checkpoint's folder)")
     args = p.parse_args(argv)
@@ -151,18 +151,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0; bad input exits 2)."""
     args = parse_args(argv)
     setup_logging()
     try:
         if not args.dataset.is_dir():
             raise FileNotFoundError(f"dataset root {args.dataset} does not exist")
-        device = select_device(args.gpus)
+        device = resolve_device(args.device)
         result, classes = evaluate_checkpoint(args.checkpoint, args.dataset, args.labels, args.split,
                                               args.clips_per_video, args.batch_size, args.workers, device,
                                               args.precision)
         out_dir = args.out or args.checkpoint.parent
         paths = write_outputs(result, classes, out_dir, args.split, args.checkpoint, args.clips_per_video)
-    except (CheckpointError, ValueError, OSError) as e:
+    except (ValueError, OSError) as e:  # CheckpointError and FrameStoreError are ValueErrors
         die(str(e))
     print(format_report(result, classes, args.clips_per_video))
     print(f"wrote {paths['json']}, {paths['csv']} and {paths['png']}")
@@ -170,4 +171,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

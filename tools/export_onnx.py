@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from train.console import add_process_options, die, start_process
+
 log = logging.getLogger(__name__)
 
 OPSET = 18
@@ -250,19 +252,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bench", action="store_true", help="time PyTorch and onnxruntime on the CPU")
     p.add_argument("--bench-batch", type=int, default=1)
     p.add_argument("--bench-seconds", type=float, default=3.0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for both runtimes")
+    add_process_options(p, threads_help="CPU threads for both runtimes")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--log-file", default=None)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tools._cli import die, setup_logging
-
+    """Command-line entry point; returns the exit status (0 ok, 1 a model did not export; bad input exits 2)."""
     args = parse_args(argv)
-    setup_logging(log_file=args.log_file)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    start_process(args)
     if args.all:
         rows = export_all(args.out_dir, args.clip_length or 16, args.crop_size or 112,
                           width_mult=args.width_mult, bench=args.bench, rtol=args.rtol)
@@ -272,11 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         die("--out MODEL.onnx is required with --checkpoint or --network")
 
     if args.checkpoint:
-        from tools.predict import CheckpointLoadError, load_model
+        from train.inference import CheckpointError, load_model
 
         try:
             loaded = load_model(args.checkpoint, "cpu")
-        except CheckpointLoadError as e:
+        except CheckpointError as e:
             die(str(e))
         model, pre = loaded.model, loaded.preprocess
         clip_length = args.clip_length or int(pre["clip_length"])

@@ -28,9 +28,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.atomic import atomic_write
 from data.dataset import VideoDataset
 from data.loader import build_loader
-from tools.predict import LoadedModel, build_val_transform, load_model, resolve_device
+from train.console import add_process_options, die, start_process
+from train.inference import LoadedModel, add_device_argument, build_val_transform, load_model
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +86,8 @@ def save_features(path: str | os.PathLike, arrays: dict[str, np.ndarray], per_cl
     keep.update({k: np.asarray(v) for k, v in info.items()})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")  # np.savez appends .npz to names without it
-    np.savez(tmp, **keep)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:  # a file object: np.savez adds no ".npz" to its name
+        np.savez(f, **keep)
     return str(path)
 
 
@@ -102,25 +103,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clips-per-video", type=int, default=1, help="evenly spaced clips per video (K)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--log-file", default=None)
+    add_device_argument(p)
+    add_process_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tools._cli import die, setup_logging
-    from tools.predict import CheckpointLoadError
-
+    """Command-line entry point; returns the exit status (0; bad input exits 2)."""
     args = parse_args(argv)
-    setup_logging(log_file=args.log_file)
+    start_process(args)
     if args.clips_per_video < 1 or args.batch_size < 1 or args.workers < 0:
         die("--clips-per-video and --batch-size must be >= 1, --workers >= 0")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
-        loaded = load_model(args.checkpoint, resolve_device(args.device))
-    except (CheckpointLoadError, ValueError) as e:
+        loaded = load_model(args.checkpoint, args.device)
+    except ValueError as e:  # CheckpointError, or a --device that is not there
         die(str(e))
     split = None if args.split == "all" else args.split
     try:

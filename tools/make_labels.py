@@ -1,4 +1,4 @@
-"""Build SPEC 3 label CSVs and ``classes.txt`` from the official annotation files of a dataset.
+"""Build the label CSVs and ``classes.txt`` of a dataset from its official annotation files.
 
     python -m tools.make_labels ucf101 ucfTrainTestlist/ DATASET_ROOT           # labels/ucf101_split{1,2,3}.csv
     python -m tools.make_labels hmdb51 testTrainMulti_7030_splits/ DATASET_ROOT # labels/hmdb51_split{1,2,3}.csv
@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import logging
 import re
+import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from data.labels import (
@@ -36,12 +36,13 @@ from data.labels import (
     Sample,
     check_name,
     classes_of,
-    folder_samples,
     read_classes,
     safe_video_dir,
     write_classes,
     write_labels,
 )
+from tools.video_folder import folder_samples, hold_out_val
+from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -76,41 +77,6 @@ def _find(directory: Path, name: str) -> Path:
         return direct
     nested = sorted(directory.glob(f"*/{name}"))
     return nested[0] if nested else direct  # the missing direct path makes the clearer error
-
-
-def _stable_rank(seed: int, *parts: str) -> bytes:
-    return hashlib.sha1("\0".join([str(seed), *parts]).encode()).digest()
-
-
-def hold_out_val(samples: Sequence[Sample], fraction: float, seed: int = 0,
-                 group_of: Callable[[Sample], str] | None = None) -> list[Sample]:
-    """Move about `fraction` of every class's ``train`` samples to ``val``, whole groups at a time.
-
-    Groups (e.g. UCF-101's ``_gNN_``) are ranked by a hash of (seed, label, group), so the choice is stable.
-    """
-    if fraction <= 0:
-        return list(samples)
-    if fraction >= 1:
-        raise LabelError(f"--val-fraction must be below 1, got {fraction}")
-    group_of = group_of or (lambda s: s.video_id)
-    by_class: dict[str, dict[str, list[Sample]]] = {}
-    for s in samples:
-        if s.split == "train":
-            by_class.setdefault(s.label, {}).setdefault(group_of(s), []).append(s)
-    to_val: set[tuple[str, str]] = set()
-    for label, groups in by_class.items():
-        total = sum(len(v) for v in groups.values())
-        target = max(1, round(fraction * total))
-        taken = 0
-        for group in sorted(groups, key=lambda g: _stable_rank(seed, label, g)):
-            if taken >= target:
-                break
-            if taken + len(groups[group]) >= total:
-                continue  # never move a class's last training group
-            to_val.update((label, s.video_id) for s in groups[group])
-            taken += len(groups[group])
-    return [Sample(s.video_id, s.label, "val", s.time_start, s.time_end)
-            if s.split == "train" and (s.label, s.video_id) in to_val else s for s in samples]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -463,9 +429,8 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def main(argv: list[str] | None = None) -> None:
-    from tools._cli import die, setup_logging
-
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0; missing videos exit 1, bad input exits 2)."""
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
@@ -474,7 +439,8 @@ def main(argv: list[str] | None = None) -> None:
         die(str(e))
     if status:
         die("some videos are missing from the frame store (see above; --drop-missing leaves them out)", 1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

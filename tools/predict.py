@@ -18,112 +18,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
-import textwrap
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
+from data.atomic import atomic_write_text
 from data.sampling import UniformClipSampler, clip_span
-from data.transforms import val_transform
+from tools.timeline_plot import save_timeline_png, thumbnail, timeline_png_path
 from tools.video_source import VideoSource, VideoSourceError, assemble_clips, is_frame_store, open_source
-from train.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint, validate_checkpoint
+from train.console import add_process_options, die, start_process
+from train.inference import LoadedModel, add_device_argument, build_val_transform, eval_interval, load_model
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CLIPS = 5
-THUMB_HEIGHT = 96  # pixels; thumbnails are shrunk as soon as they are decoded
-
-
-class CheckpointLoadError(ValueError):
-    """A checkpoint that cannot be used for inference; the message names the file."""
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference plus what the checkpoint says about its input."""
-
-    model: nn.Module
-    network: str
-    classes: list[str]
-    preprocess: dict
-    device: torch.device
-    warnings: list[str] = field(default_factory=list)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"``: CUDA when available, else CPU; ``"cuda"`` without a GPU raises ``ValueError``."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available")
-    return dev
-
-
-def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device | None = "cpu") -> LoadedModel:
-    """Load a trained checkpoint (``train.checkpoint`` format) into an eval-mode model on `device`.
-
-    A checkpoint without class names still loads: classes become ``["0", "1", ...]`` with a warning.
-    Raises ``CheckpointLoadError`` (missing, corrupt, other format, unknown network, weights that do not fit).
-    """
-    dev = device if isinstance(device, torch.device) else resolve_device(device)
-    path = str(checkpoint_path)
-    warnings: list[str] = []
-    ckpt = _read_checkpoint(path, warnings)
-    try:
-        model, classes, preprocess = build_model_from_checkpoint(ckpt)
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise CheckpointLoadError(f"{path}: {_first_line(e)}") from None
-    model.eval().to(dev)
-    return LoadedModel(model, str(ckpt["network"]), list(classes), dict(preprocess), dev, warnings)
-
-
-def _read_checkpoint(path: str, warnings: list[str]) -> dict:
-    """``load_checkpoint``, except that missing class names are replaced by indices (with a warning)."""
-    try:
-        return load_checkpoint(path)
-    except CheckpointError as first_error:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # unreadable: the validated loader's message says why
-            raise CheckpointLoadError(str(first_error)) from None
-        n = raw.get("num_classes") if isinstance(raw, dict) else None
-        if not isinstance(n, int) or n < 1 or raw.get("classes"):
-            raise CheckpointLoadError(str(first_error)) from None
-        raw["classes"] = [str(i) for i in range(n)]
-        try:
-            ckpt = validate_checkpoint(raw, path)
-        except CheckpointError:
-            raise CheckpointLoadError(str(first_error)) from None
-        warnings.append(f"{path}: the checkpoint has no class names; classes are shown as indices 0..{n - 1}")
-        log.warning(warnings[-1])
-        return ckpt
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-
-
-def build_val_transform(preprocess: dict):
-    """The validation clip transform for a checkpoint's ``preprocess`` dict (crop, resize, mean, std)."""
-    norm = {k: tuple(preprocess[k]) for k in ("mean", "std") if preprocess.get(k) is not None}
-    return val_transform(int(preprocess["crop_size"]), resize_short=preprocess.get("resize_short"), **norm)
-
-
-def eval_interval(frame_interval: int | Sequence[int]) -> int:
-    """The interval evaluation uses: the value itself, or the middle of a training list (as `VideoDataset`)."""
-    if isinstance(frame_interval, (list, tuple)):
-        values = sorted(int(v) for v in frame_interval)
-        return values[len(values) // 2]
-    return int(frame_interval)
 
 
 def clip_indices(n_frames: int, clip_length: int, frame_interval: int, clips: int) -> list[np.ndarray]:
@@ -206,7 +119,7 @@ class Predictor:
 
         for k, frames in assemble_clips(source, clips):
             if k in thumbs_for:
-                thumbs[k] = _thumbnail(frames[len(frames) // 2])
+                thumbs[k] = thumbnail(frames[len(frames) // 2])
             pending.append((k, self.transform(frames, self._rng)))
             if len(pending) == self.batch_size:
                 flush()
@@ -280,72 +193,6 @@ class Predictor:
         return result
 
 
-def _thumbnail(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
-    h, w = frame.shape[:2]
-    if h <= THUMB_HEIGHT:
-        return frame.copy()
-    return cv2.resize(frame, (max(1, round(w * THUMB_HEIGHT / h)), THUMB_HEIGHT), interpolation=cv2.INTER_AREA)
-
-
-def save_timeline_png(result: dict, thumbs: Sequence[np.ndarray], path: str | os.PathLike,
-                      columns: int = 8) -> str:
-    """Draw the timeline as a grid of thumbnails (one per window: label, probability, time range) into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["timeline"]
-    cols = max(1, min(columns, len(rows)))
-    nrows = math.ceil(len(rows) / cols)
-    aspect = thumbs[0].shape[1] / thumbs[0].shape[0] if thumbs else 4 / 3
-    fig, axes = plt.subplots(nrows, cols, figsize=(cols * 1.6 * aspect, nrows * 2.1 + 0.5), squeeze=False)
-    cmap = plt.get_cmap("tab10" if len(set(r["index"] for r in rows)) <= 10 else "tab20")
-    colours: dict[int, tuple] = {}
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, row, thumb in zip(axes.flat, rows, thumbs):
-        colour = colours.setdefault(row["index"], cmap(len(colours) % cmap.N))
-        ax.axis("on")
-        ax.imshow(thumb)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colour)
-            spine.set_linewidth(4)
-        label = textwrap.shorten(row["label"], width=28, placeholder="...")
-        ax.set_title(f"{textwrap.fill(label, 16)}\n{row['prob']:.2f}", fontsize=7, color="black")
-        ax.set_xlabel(f"{row['start_s']:.2f}-{row['end_s']:.2f} s", fontsize=7)
-    if len(colours) > 1:
-        from matplotlib.patches import Patch
-
-        names = {r["index"]: r["label"] for r in rows}
-        fig.legend(handles=[Patch(color=c, label=names[i]) for i, c in colours.items()], loc="lower center",
-                   ncol=min(len(colours), 6), fontsize=7, frameon=False)
-    fig.suptitle(f"{result['name']}: window {result['window']} frames, stride {result['stride']} "
-                 f"({result['fps']:g} fps)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.06 if len(colours) > 1 else 0, 1, 1))
-    path = str(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def timeline_png_path(video: str, out: str | os.PathLike | None) -> Path:
-    """Where the strip of `video` goes: ``<dir of out>/<out stem>.<video name>.timeline.png`` (cwd without out)."""
-    p = Path(video)
-    name = p.parent.name if p.name == "frames.db" else (p.name if p.is_dir() else p.stem)
-    if out is None:
-        return Path(f"{name}.timeline.png")
-    out = Path(out)
-    if out.suffix == "":  # a folder
-        return out / f"{name}.timeline.png"
-    return out.parent / f"{out.stem}.{name}.timeline.png"
-
-
 def predict_videos(checkpoint_path: str | os.PathLike, videos: Sequence[str | os.PathLike], topk: int = 5,
                    clips: int = DEFAULT_CLIPS, timeline: bool = False, window: int | None = None,
                    stride: int | None = None, out: str | os.PathLike | None = None, device: str | None = "auto",
@@ -357,7 +204,7 @@ def predict_videos(checkpoint_path: str | os.PathLike, videos: Sequence[str | os
     ``timeline`` (list of ``{window, start_frame, end_frame, start_s, end_s, index, label, prob}``) and
     ``timeline_png`` (the strip, next to `out`: a ``.json`` file path or a folder). A failed video has
     ``ok=False`` and ``error``. `device`: ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``; `predictor`
-    reuses an already loaded model. Raises ``CheckpointLoadError`` if the checkpoint itself is unusable.
+    reuses an already loaded model. Raises ``CheckpointError`` if the checkpoint itself is unusable.
     """
     if clips < 1 or topk < 1:
         raise ValueError(f"clips and topk must be >= 1, got {clips} and {topk}")
@@ -415,27 +262,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="write the results as JSON to this file; timeline PNGs go next to it (or into it if it "
                         "is a folder); without it PNGs go to the current folder")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--log-file", default=None)
+    add_process_options(p)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tools._cli import die, setup_logging
-
+    """Command-line entry point; returns the exit status (0 ok, 1 some video failed; bad input exits 2)."""
     args = parse_args(argv)
-    setup_logging(log_file=args.log_file)
+    start_process(args)
     if args.topk < 1 or args.clips < 1 or args.batch_size < 1:
         die("--topk, --clips and --batch-size must be >= 1")
     if (args.window is not None and args.window < 1) or (args.stride is not None and args.stride < 1):
         die("--window and --stride must be >= 1 frame")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size)
-    except (CheckpointLoadError, ValueError) as e:
+    except ValueError as e:  # CheckpointError, or a --device that is not there
         die(str(e))
     log.info("%s: %s, %d classes, clips of %d frames every %d, crop %s", args.checkpoint, predictor.loaded.network,
              len(predictor.classes), predictor.clip_length, predictor.frame_interval,
@@ -444,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              window=args.window, stride=args.stride, out=args.out, predictor=predictor)
     if args.out and Path(args.out).suffix:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
         log.info("results written to %s", args.out)
     if args.json:
         print(json.dumps(results, indent=2))

@@ -19,7 +19,9 @@ import argparse
 import logging
 import os
 import shutil
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -29,6 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from tqdm import tqdm
+
+from data.atomic import atomic_path
+from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +184,7 @@ def pick_codec() -> str:
 
 
 def encode_video(path: str | os.PathLike, video: np.ndarray, fps: int = DEFAULT_FPS, codec: str | None = None) -> None:
-    """Encode uint8 RGB (T, H, W, 3) into an mp4 at `path` (written to a temp name, then renamed).
+    """Encode uint8 RGB (T, H, W, 3) into an mp4 at `path` (atomically: a temporary file, then renamed).
 
     H.264 uses CRF 20 without macroblock-tree, single-threaded (same bytes every run), yuv420p, or yuv444p when
     H or W is odd.
@@ -192,8 +197,8 @@ def encode_video(path: str | os.PathLike, video: np.ndarray, fps: int = DEFAULT_
     odd = h % 2 or w % 2
     if odd and codec != "libx264":
         raise ValueError(f"{path}: {codec} needs an even frame size, got {h}x{w}")
-    tmp = path.with_name(path.name + ".tmp")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    # A file name, not a Python file object: FFmpeg then does its own I/O, also in forked worker processes.
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps))
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv444p" if odd else "yuv420p"
@@ -212,7 +217,6 @@ def encode_video(path: str | os.PathLike, video: np.ndarray, fps: int = DEFAULT_
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
 
 
 def _make_one(task: tuple) -> str:
@@ -286,9 +290,8 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def main(argv: list[str] | None = None) -> None:
-    from tools._cli import die, setup_logging
-
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0; bad input exits 2)."""
     parser = argparse.ArgumentParser(prog="python -m tools.synthetic", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("out_dir", metavar="DATASET_VIDEOS", help="output folder (<class>/<video>.mp4)")
@@ -315,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     log.info("wrote %d videos (%d classes, %d frames of %dx%d, %s) to %s in %.1f s, %.1f MB",
              len(paths), args.classes, args.frames, args.size[0], args.size[1], pick_codec(), args.out_dir,
              seconds, size_bytes / 1e6)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,39 +15,51 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from data.atomic import atomic_write
 from train.checkpoint import best_checkpoint_path, checkpoint_path, list_checkpoints, save_checkpoint
 from train.metrics import WindowAverage
-
-if TYPE_CHECKING:
-    from train.trainer import Trainer
+from train.distributed import DistInfo
 
 log = logging.getLogger("train")
+
+
+class TrainerState(Protocol):
+    """What callbacks may read of the trainer (and `stop_training`, which they may set)."""
+
+    epoch: int
+    start_epoch: int
+    end_epoch: int
+    num_batches: int
+    loader_info: Any  # train.loaders.EpochInfo of the current epoch
+    dist: DistInfo
+    history: list[dict[str, Any]]
+    stop_training: bool
 
 
 class Callback:
     """Base class: override the hooks you need (the defaults do nothing)."""
 
-    def on_train_begin(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_train_begin(self, trainer: TrainerState, logs: dict[str, Any]) -> None:
         pass
 
-    def on_train_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_train_end(self, trainer: TrainerState, logs: dict[str, Any]) -> None:
         pass
 
-    def on_epoch_begin(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+    def on_epoch_begin(self, trainer: TrainerState, epoch: int, logs: dict[str, Any]) -> None:
         pass
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerState, epoch: int, logs: dict[str, Any]) -> None:
         pass
 
-    def on_batch_begin(self, trainer: Trainer, batch: int, logs: dict[str, Any]) -> None:
+    def on_batch_begin(self, trainer: TrainerState, batch: int, logs: dict[str, Any]) -> None:
         pass
 
-    def on_batch_end(self, trainer: Trainer, batch: int, logs: dict[str, Any]) -> None:
+    def on_batch_end(self, trainer: TrainerState, batch: int, logs: dict[str, Any]) -> None:
         pass
 
-    def on_validation_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_validation_end(self, trainer: TrainerState, logs: dict[str, Any]) -> None:
         pass
 
 
@@ -60,33 +72,30 @@ class CallbackList(Callback):
     def append(self, callback: Callback) -> None:
         self.callbacks.append(callback)
 
-    def on_train_begin(self, trainer, logs):
+    def _each(self, hook: str, *args: Any) -> None:
         for c in self.callbacks:
-            c.on_train_begin(trainer, logs)
+            getattr(c, hook)(*args)
+
+    def on_train_begin(self, trainer, logs):
+        self._each("on_train_begin", trainer, logs)
 
     def on_train_end(self, trainer, logs):
-        for c in self.callbacks:
-            c.on_train_end(trainer, logs)
+        self._each("on_train_end", trainer, logs)
 
     def on_epoch_begin(self, trainer, epoch, logs):
-        for c in self.callbacks:
-            c.on_epoch_begin(trainer, epoch, logs)
+        self._each("on_epoch_begin", trainer, epoch, logs)
 
     def on_epoch_end(self, trainer, epoch, logs):
-        for c in self.callbacks:
-            c.on_epoch_end(trainer, epoch, logs)
+        self._each("on_epoch_end", trainer, epoch, logs)
 
     def on_batch_begin(self, trainer, batch, logs):
-        for c in self.callbacks:
-            c.on_batch_begin(trainer, batch, logs)
+        self._each("on_batch_begin", trainer, batch, logs)
 
     def on_batch_end(self, trainer, batch, logs):
-        for c in self.callbacks:
-            c.on_batch_end(trainer, batch, logs)
+        self._each("on_batch_end", trainer, batch, logs)
 
     def on_validation_end(self, trainer, logs):
-        for c in self.callbacks:
-            c.on_validation_end(trainer, logs)
+        self._each("on_validation_end", trainer, logs)
 
 
 # ---------------------------------------------------------------------------------------------- speed
@@ -173,13 +182,14 @@ class SpeedMonitor(Callback):
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def describe_cycle(info: dict[str, Any], cycle: int | None) -> str:
-    """Multigrid position of a batch for the logs ('' for a plain run)."""
+def describe_cycle(info: Any, cycle: int | None) -> str:
+    """Multigrid position of a batch for the logs ('' for a plain run); `info` is the epoch's `EpochInfo`."""
     parts = []
-    if info.get("long_cycle"):
-        parts.append(info["long_cycle"])
+    if info is not None and info.long_cycle:
+        parts.append(info.long_cycle)
     if cycle is not None:
-        parts.append(f"short cycle {cycle + 1}/{len(info.get('short_crops') or ()) or 3}")
+        crops = None if info is None else info.short_crops
+        parts.append(f"short cycle {cycle + 1}/{len(crops or ()) or 3}")
     return ", ".join(parts)
 
 
@@ -193,14 +203,12 @@ class MetricPrinter(Callback):
         if not trainer.dist.is_main:
             return
         info = logs["info"]
-        if info.get("description"):  # multigrid: the epoch's shape, batch and lr scaling
+        if info.description:  # multigrid: the epoch's shape, batch and lr scaling
             log.info("Epoch [%d/%d] %d batches, %s", epoch, trainer.end_epoch, logs["num_batches"],
-                     info["description"])
+                     info.description)
             return
-        shape = ""
-        if "clip_length" in info and "crop_size" in info:
-            shape = f" of {info.get('batch_size', '?')} clips x {info['clip_length']} frames x {info['crop_size']}px"
-        log.info("Epoch [%d/%d] %d batches%s", epoch, trainer.end_epoch, logs["num_batches"], shape)
+        log.info("Epoch [%d/%d] %d batches of %d clips x %d frames x %dpx", epoch, trainer.end_epoch,
+                 logs["num_batches"], info.batch_size, info.clip_length, info.crop_size)
 
     def on_batch_end(self, trainer, batch, logs):
         if not trainer.dist.is_main:
@@ -244,12 +252,10 @@ VAL_FIELDS = ("epoch", "top1", "top5", "loss", "clips_per_s", "seconds", "video_
 
 
 def _write_csv_atomic(path: Path, fields: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_csv_rows(path: str | os.PathLike) -> list[dict[str, float]]:
@@ -388,8 +394,7 @@ def plot_curves(path: str | os.PathLike, train_rows: list[dict[str, Any]], val_r
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

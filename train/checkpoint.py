@@ -17,15 +17,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.atomic import atomic_write
+from network.weights import CheckpointError
+
+__all__ = [
+    "CheckpointError", "FORMAT", "best_checkpoint_path", "build_model_from_checkpoint", "capture_rng_state",
+    "check_same_model", "checkpoint_path", "list_checkpoints", "load_checkpoint", "model_state_dict",
+    "restore_rng_state", "save_checkpoint", "unwrap_model", "validate_checkpoint",
+]
+
 log = logging.getLogger(__name__)
 
 FORMAT = "videotrain-ckpt-1"
 REQUIRED_KEYS = ("format", "network", "num_classes", "classes", "model_kwargs", "preprocess", "model", "epoch")
 PREPROCESS_KEYS = ("clip_length", "crop_size", "resize_short", "frame_interval", "mean", "std")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, of another format or of another model (one-line message)."""
 
 
 def checkpoint_path(model_dir: str | os.PathLike, network: str, epoch: int) -> Path:
@@ -54,16 +59,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     A crash mid-write leaves the previous file (if any) intact and no half-written checkpoint under `path`.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
     return path
 
 

@@ -144,23 +144,6 @@ def broadcast_buffers(model: torch.nn.Module, info: DistInfo, src: int = 0) -> N
             dist.broadcast(buf.data, src=src)
 
 
-def barrier(info: DistInfo) -> None:
-    if info.distributed:
-        if info.device.type == "cuda":
-            dist.barrier(device_ids=[info.device.index])
-        else:
-            dist.barrier()
-
-
-def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
-    """Rank `src`'s `obj` on every rank (e.g. a decision taken by rank 0)."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 class ShardSampler(Sampler[int]):
     """Evaluation sampler: rank r takes indices r, r+W, r+2W, ... with no padding and no duplicates.
 

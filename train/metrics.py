@@ -1,4 +1,4 @@
-"""Classification metrics: top-k counts, sample-weighted meters, clip/video accuracy, confusion matrices.
+"""Classification metrics: top-k counts, windowed rates, clip/video accuracy, confusion matrices.
 
 Everything here works on sums and counts (never means of batch means), so that epoch figures are weighted by
 the number of samples and can be summed across distributed ranks before dividing.
@@ -21,22 +21,6 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] =
     top = logits.topk(max_k, dim=1).indices  # (N, max_k)
     hits = top.eq(target.unsqueeze(1))
     return [int(hits[:, : min(k, max_k)].any(dim=1).sum().item()) for k in ks]
-
-
-class AverageMeter:
-    """Sample-weighted running mean: `update(value, n)` adds `value` as the mean of `n` samples."""
-
-    def __init__(self) -> None:
-        self.sum = 0.0
-        self.count = 0
-
-    def update(self, value: float, n: int = 1) -> None:
-        self.sum += float(value) * n
-        self.count += int(n)
-
-    @property
-    def avg(self) -> float:
-        return self.sum / self.count if self.count else float("nan")
 
 
 class WindowAverage:

@@ -85,10 +85,10 @@ class PreciseBN:
         self.loader: Iterable[Any] | None = None
         self.stale = False
 
-    def note_epoch(self, info: dict[str, Any]) -> None:
-        """Record whether the epoch just trained used a shape other than the base one."""
-        if (self.always or info.get("short_crops") or info.get("clip_length", self.clip_length) != self.clip_length
-                or info.get("crop_size", self.crop_size) != self.crop_size):
+    def note_epoch(self, info: Any) -> None:
+        """Record whether the epoch just trained (its `EpochInfo`) used a shape other than the base one."""
+        if (self.always or info.short_crops or info.clip_length != self.clip_length
+                or info.crop_size != self.crop_size):
             self.stale = True
 
     def __call__(self, model: nn.Module, device: torch.device, epoch: int,

@@ -1,9 +1,10 @@
 """The training loop: epochs of (read, forward, backward) with callbacks, validation and resumable state.
 
 The train loader comes from a factory called once per epoch, `loader_for_epoch(epoch) -> (loader, info)`, so
-that multigrid training can change the batch shape between epochs (and rebuild workers only then); `info` may
-carry `lr_scale` (multiplies the lr) and `shape`/`cycle` text for the logs. A plain run uses a factory that
-returns the same loader every epoch (`train.loaders.FixedLoader`).
+that multigrid training can change the batch shape between epochs (and rebuild workers only then); `info`
+(`train.loaders.EpochInfo`) carries `lr_scale` (multiplies the lr) and the multigrid shape. A plain run uses a
+factory that returns the same loader every epoch (`train.loaders.FixedLoader`). Callbacks are any object with the
+hooks of `TrainerHooks` (`train.callbacks.CallbackList` is one); the trainer knows nothing else of them.
 
 Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), and the factory calls
 `set_epoch` on the sampler and the dataset, so an epoch's data order, augmentation and dropout depend only on
@@ -23,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from train.callbacks import CallbackList
 from train.checkpoint import capture_rng_state, model_state_dict, restore_rng_state, unwrap_model
 from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_reduce_sum, broadcast_buffers
+from train.loaders import EpochInfo
 from train.lr_schedule import StepLRSchedule
 from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
 from train.precise_bn import PreciseBN
@@ -37,11 +38,38 @@ log = logging.getLogger(__name__)
 class LoaderFactory(Protocol):
     """Gives the train loader for an epoch and remembers its position for resume."""
 
-    def __call__(self, epoch: int) -> tuple[Iterable, dict[str, Any]]: ...
+    def __call__(self, epoch: int) -> tuple[Iterable, EpochInfo]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TrainerHooks(Protocol):
+    """What the trainer calls on its callbacks (`train.callbacks.CallbackList` implements it)."""
+
+    def on_train_begin(self, trainer: Any, logs: dict[str, Any]) -> None: ...
+
+    def on_train_end(self, trainer: Any, logs: dict[str, Any]) -> None: ...
+
+    def on_epoch_begin(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_batch_begin(self, trainer: Any, batch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_batch_end(self, trainer: Any, batch: int, logs: dict[str, Any]) -> None: ...
+
+    def on_validation_end(self, trainer: Any, logs: dict[str, Any]) -> None: ...
+
+
+class _NoHooks:
+    """Callbacks of a trainer given none."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if not name.startswith("on_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
 
 
 def seed_everything(seed: int) -> None:
@@ -117,7 +145,7 @@ class Trainer:
                  *, scheduler: StepLRSchedule, end_epoch: int, val_loader: Iterable | None = None,
                  num_val_videos: int = 0, num_classes: int = 0, criterion: nn.Module | None = None,
                  precision: Precision | None = None, dist_info: DistInfo | None = None,
-                 callbacks: CallbackList | None = None, start_epoch: int = 1, seed: int = 0,
+                 callbacks: TrainerHooks | None = None, start_epoch: int = 1, seed: int = 0,
                  max_batches: int | None = None, val_frequency: int = 1, max_nonfinite: int = 5,
                  clip_grad_norm: float | None = None, precise_bn: PreciseBN | None = None) -> None:
         self.dist = dist_info or DistInfo()
@@ -132,7 +160,7 @@ class Trainer:
         self.num_classes = num_classes
         self.criterion = criterion or nn.CrossEntropyLoss()
         self.precision = precision or Precision("fp32", self.device)
-        self.callbacks = callbacks or CallbackList([])
+        self.callbacks = callbacks if callbacks is not None else _NoHooks()
         self.start_epoch = start_epoch
         self.end_epoch = end_epoch
         self.seed = seed
@@ -142,7 +170,7 @@ class Trainer:
         self.clip_grad_norm = clip_grad_norm
         self.epoch = start_epoch
         self.num_batches = 0
-        self.loader_info: dict[str, Any] = {}
+        self.loader_info: EpochInfo | None = None
         self.history: list[dict[str, Any]] = []
         self.stop_training = False
 
@@ -183,9 +211,9 @@ class Trainer:
         seed = epoch_seed(self.seed, epoch, self.dist.rank)
         seed_everything(seed)
         loader, info = self.loader_for_epoch(epoch)
-        self.loader_info = dict(info)
+        self.loader_info = info
         self.num_batches = len(loader) if self.max_batches is None else min(len(loader), self.max_batches)
-        lr_scale = float(info.get("lr_scale", 1.0))
+        lr_scale = float(info.lr_scale)
         self.model.train()
         self.callbacks.on_epoch_begin(self, epoch, {"info": self.loader_info, "num_batches": self.num_batches})
         sums = ClassificationSums()
@@ -197,7 +225,7 @@ class Trainer:
             t_read = time.perf_counter() - t_end
             clips, labels, _ = _unpack(batch)
             progress = (epoch - 1) + i / max(self.num_batches, 1)
-            lr = self.scheduler.step(progress, lr_scale * self._short_lr_scale(i, info))
+            lr = self.scheduler.step(progress, lr_scale)
             logs: dict[str, Any] = {"epoch": epoch, "batch": i, "lr": lr, "shape": tuple(clips.shape),
                                     "batch_size": int(clips.shape[0]), "cycle": self._cycle(i, info)}
             self.callbacks.on_batch_begin(self, i, logs)
@@ -253,15 +281,10 @@ class Trainer:
         return evaluate(unwrap_model(self.model), self.val_loader, self.num_val_videos, self.num_classes, self.device,
                         self.precision, self.criterion, self.dist, self.max_batches)
 
-    @classmethod
-    def _short_lr_scale(cls, batch_index: int, info: dict[str, Any]) -> float:
-        scales, cycle = info.get("short_lr_scales"), cls._cycle(batch_index, info)
-        return 1.0 if not scales or cycle is None else float(scales[cycle])
-
     @staticmethod
-    def _cycle(batch_index: int, info: dict[str, Any]) -> int | None:
+    def _cycle(batch_index: int, info: EpochInfo) -> int | None:
         # The short-cycle batch sampler restarts every epoch and visits its shapes in turn.
-        crops = info.get("short_crops")
+        crops = info.short_crops
         return batch_index % len(crops) if crops else None
 
     # ------------------------------------------------------------------ resume

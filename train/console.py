@@ -1,0 +1,45 @@
+"""Console set-up shared by every command line: coloured logging and one-line fatal errors."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import NoReturn
+
+import coloredlogs
+
+__all__ = ["add_process_options", "die", "setup_logging", "start_process"]
+
+_FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str | int = "INFO", log_file: str | None = None) -> None:
+    """Coloured logs on the terminal and, if given, plain-text logs appended to `log_file`."""
+    root = logging.getLogger()
+    coloredlogs.install(level=level, fmt=_FMT, datefmt="%H:%M:%S", logger=root)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter(_FMT))
+        root.addHandler(handler)
+
+
+def die(message: str, code: int = 2) -> NoReturn:
+    """Print `error: message` on stderr and exit with `code` (2: bad input or argument, 1: some work failed)."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def add_process_options(parser: argparse.ArgumentParser, threads_help: str = "torch CPU threads (default: torch's choice)",
+                        ) -> None:
+    """``--threads`` and ``--log-file``, spelled the same in every tool that runs a model."""
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
+    parser.add_argument("--log-file", default=None, help="also append the log to this file")
+
+
+def start_process(args: argparse.Namespace) -> None:
+    """Apply `add_process_options`' options: logging (with the log file) and torch's CPU thread count."""
+    setup_logging(log_file=args.log_file)
+    if args.threads:
+        import torch  # only the tools that run a model pay for it
+
+        torch.set_num_threads(args.threads)
