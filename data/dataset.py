@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.labels import Sample, read_classes, read_labels, safe_video_dir
-from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals
+from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals, eval_interval
 from data.short_cycle import short_cycle_crop_sizes
 from data.store import DB_NAME, N_FRAMES_NAME, FrameStoreError, get_reader, read_n_frames, reduce_for
 from data.transforms import ToTensorNormalize
@@ -187,8 +187,7 @@ class VideoDataset(Dataset):
 
     def eval_interval(self) -> int:
         """Frame interval used by evaluation: the value, or the middle of a list."""
-        intervals = sorted(as_intervals(self.frame_interval))
-        return intervals[len(intervals) // 2]
+        return eval_interval(self.frame_interval)
 
     def frame_indices(self, index: int, rng: np.random.Generator | None = None) -> tuple[int, np.ndarray]:
         """(video index, frame indices) of item `index`; training items need `rng`."""

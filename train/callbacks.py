@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 from data.atomic import atomic_write
 from train.checkpoint import best_checkpoint_path, checkpoint_path, list_checkpoints, save_checkpoint
-from train.metrics import WindowAverage
 from train.distributed import DistInfo
+from train.metrics import WindowAverage
 
-log = logging.getLogger("train")
+log = logging.getLogger(__name__)
 
 
 class TrainerState(Protocol):

@@ -41,7 +41,7 @@ from train.precision import NonFiniteLossError
 
 __all__ = ["main", "run", "train", "parse_args", "build_parser", "prepare", "TrainResult", "plain_log_files"]
 
-log = logging.getLogger("train")
+log = logging.getLogger(__name__)
 
 
 @dataclass
