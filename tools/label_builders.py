@@ -149,7 +149,7 @@ def _unique_hacs_ids(rows: list[tuple[str, str, str, float, float, str]]) -> lis
     repeats = 0
     for base, members in groups.items():
         clips: dict[tuple[float, float], str] = {}  # exact times -> id
-        for label, _, split, start, end, where in sorted(members, key=lambda r: (r[3], r[4])):
+        for _, _, _, start, end, where in sorted(members, key=lambda r: (r[3], r[4])):
             key = (start, end)
             if key not in clips:
                 clips[key] = base if not clips else f"{base}_{len(clips) + 1}"
@@ -292,7 +292,8 @@ def diving48_samples(annotations: str | Path, test_as: str = "val") -> tuple[lis
 
 
 def sthv2_class(template: str) -> str:
-    """The class of a template: ``Holding [something] next to [something]`` -> ``Holding something next to something``."""
+    """A template without its brackets: ``Holding [something] next to [something]`` -> ``Holding something next to
+    something``."""
     return template.replace("[", "").replace("]", "").strip()
 
 

@@ -47,8 +47,14 @@ from data.labels import (
     write_classes,
     write_labels,
 )
-from tools.label_builders import (diving48_samples, hacs_samples, moments_samples, safe_label, sthv2_samples,
-                                  underscore_labels)
+from tools.label_builders import (
+    diving48_samples,
+    hacs_samples,
+    moments_samples,
+    safe_label,
+    sthv2_samples,
+    underscore_labels,
+)
 from tools.video_folder import folder_samples, hold_out_val
 from train.console import die, setup_logging
 
