@@ -47,14 +47,8 @@ from data.labels import (
     write_classes,
     write_labels,
 )
-from tools.label_builders import (
-    diving48_samples,
-    hacs_samples,
-    moments_samples,
-    safe_label,
-    sthv2_samples,
-    underscore_labels,
-)
+from tools import label_builders
+from tools.label_builders import safe_label
 from tools.video_folder import folder_samples, hold_out_val
 from train.console import die, setup_logging
 
@@ -436,11 +430,9 @@ def run(args: argparse.Namespace) -> int:
         name = args.name or (f"kinetics{args.variant}" if args.variant else "kinetics")
         jobs.append((name, samples, classes))
     elif args.format in ("hacs", "moments", "diving48", "sthv2"):
-        build = {"hacs": hacs_samples, "moments": moments_samples, "diving48": diving48_samples,
-                 "sthv2": sthv2_samples}[args.format]
-        samples, classes = build(args.annotations)
+        samples, classes = getattr(label_builders, f"{args.format}_samples")(args.annotations)
         if getattr(args, "label_names", "keep") == "underscore":
-            samples, classes = underscore_labels(samples, classes)
+            samples, classes = label_builders.underscore_labels(samples, classes)
         jobs.append((args.name or args.format, samples, classes))
     else:
         if not 0 <= args.val_fraction < 1:
