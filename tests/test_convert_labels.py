@@ -6,6 +6,7 @@ import csv
 import importlib
 import io
 import logging
+import os
 from pathlib import Path
 
 import av
@@ -284,4 +285,32 @@ def test_per_dataset_scripts_set_the_srtg_defaults(script, expect, monkeypatch):
     assert {k: getattr(args, k) for k in expect} == expect
     if script == "train_sthv2":
         assert args.batch_size == 7  # the command line still wins
+    if script == "train_hacs":
+        assert importlib.import_module(script).main(["--no-long-cycles", "--no-short-cycles"]) == 0
+        assert seen["args"].long_cycles is False and seen["args"].short_cycles is False
 
+
+
+def test_a_worker_dying_on_one_source_fails_only_its_clips(tmp_path, monkeypatch):
+    # Workers are forked and inherit this patch: opening "v_bad" kills the worker process outright.
+    real = convert_segments.open_container
+
+    def crashing(path):
+        if "v_bbbbbbbbbbb" in path:
+            os._exit(17)
+        return real(path)
+
+    monkeypatch.setattr(convert_segments, "open_container", crashing)
+    src = tmp_path / "src"
+    for yt in ("aaaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc"):
+        make_untrimmed(src / f"v_{yt}.mp4", seconds=3)
+    labels = write(tmp_path / "c.csv", HEADER + "".join(
+        f"a,{yt}_00000{s}_00000{s + 1},{s},{s + 1},train\n" for yt in ("aaaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc")
+        for s in (0, 1)))
+    root = tmp_path / "ds"
+    assert convert_labels(labels, src, root, "--workers", "2") == 1
+    report = failures(root)
+    assert set(report) == {"a/bbbbbbbbbbb_000000_000001", "a/bbbbbbbbbbb_000001_000002"}
+    assert "worker process died" in (root / "convert_failures.csv").read_text()
+    assert {v for _, v in stored(root)} == {f"{yt}_00000{s}_00000{s + 1}" for yt in ("aaaaaaaaaaa", "ccccccccccc")
+                                            for s in (0, 1)}

@@ -191,6 +191,10 @@ def run(args: argparse.Namespace, workers: int) -> int:
     settings = dict(short_side=args.short_side, quality=args.quality, fps=args.fps, overwrite=args.overwrite,
                     threads=1 if workers > 1 else 0, page_size=args.page_size)
     jobs, failures = plan(rows, labels, index, root, settings)
+    for where, reason in failures[:10]:
+        log.warning("%s: %s", where, reason)
+    if len(failures) > 10:
+        log.warning("... and %d more rows without a usable source video", len(failures) - 10)
     root.mkdir(parents=True, exist_ok=True)
     n_clips = len(rows) - len(failures)
     log.info("converting %d clips from %d source videos under %s into %s with %d worker(s)", n_clips, len(jobs),
