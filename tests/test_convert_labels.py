@@ -124,6 +124,30 @@ def test_far_apart_segments_are_reached_by_seeking_and_each_frame_is_decoded_onc
         assert len(got) == n and near(got[0], second_value(first)) and near(got[-1], second_value(last))
 
 
+def test_a_seek_landing_after_the_segment_falls_back_to_decoding_from_the_start(tmp_path, monkeypatch, caplog):
+    # Seeking past the segment's start mimics a file whose index sends the decoder too far.
+    monkeypatch.setattr(convert_segments, "SEEK_BACK", -3.0)
+    video = make_untrimmed(tmp_path / "v.mp4", seconds=30)
+    clip = Job(str(video), "a", "x", str(tmp_path / "ds" / "x"))
+    with caplog.at_level(logging.WARNING):
+        res = convert_source(SourceJob(str(video), (clip,), ((20.0, 22.0),)))
+    assert [r.status for r in res.results] == ["converted"] and res.opens == 1 and res.seeks == 2
+    assert "landed at" in caplog.text and "decoding from the start" in caplog.text
+    got = values(tmp_path / "ds" / "x")
+    assert len(got) == 20 and near(got[0], second_value(20)) and near(got[-1], second_value(21))
+
+
+def test_a_label_file_inside_the_root_gets_a_class_list_when_there_is_none(tmp_path):
+    src = tmp_path / "src"
+    make_untrimmed(src / "v_abcdefghijk.mp4", seconds=3)
+    root = tmp_path / "ds"
+    labels = write(root / "labels" / "c.csv", HEADER + "b,abcdefghijk_000000_000001,0,1,train\n"
+                   "a,abcdefghijk_000001_000002,1,2,val\n")
+    assert convert_labels(labels, src, root) == 0
+    assert (root / "classes.txt").read_text() == "a\nb\n"
+    assert labels.read_text() == HEADER + "b,abcdefghijk_000000_000001,0,1,train\na,abcdefghijk_000001_000002,1,2,val\n"
+
+
 def test_fps_resampling_of_a_segment_holds_the_frame_on_screen(tmp_path):
     src = tmp_path / "src"
     make_untrimmed(src / "k400" / "abcdefghijk.mp4", seconds=4)

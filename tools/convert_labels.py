@@ -170,14 +170,13 @@ def _results(res: Result | SourceResult) -> Iterator[tuple[Result, str]]:
 
 def _publish_labels(labels: Path, rows: list[tuple[int, Sample]], root: Path, class_file: Path | None) -> None:
     """Copy a label file from outside ROOT/labels into it (with its class list), so the trainer finds it."""
-    target = root / "labels" / labels.name
-    if target.exists() and target.resolve() == labels.resolve():
-        return
-    write_labels(target, [s for _, s in rows])
-    classes = read_classes(class_file) if class_file else sorted({s.label for _, s in rows})
-    if class_file is None or class_file.resolve() != (root / "classes.txt").resolve():
-        write_classes(root / "classes.txt", classes)
-    log.info("wrote %s and %s", target, root / "classes.txt")
+    target, class_target = root / "labels" / labels.name, root / "classes.txt"
+    if class_file is None or class_file.resolve() != class_target.resolve():
+        write_classes(class_target, read_classes(class_file) if class_file else sorted({s.label for _, s in rows}))
+        log.info("wrote %s", class_target)
+    if not (target.exists() and target.resolve() == labels.resolve()):
+        write_labels(target, [s for _, s in rows])
+        log.info("wrote %s", target)
 
 
 def run(args: argparse.Namespace, workers: int) -> int:
