@@ -338,3 +338,15 @@ def test_a_worker_dying_on_one_source_fails_only_its_clips(tmp_path, monkeypatch
     assert "worker process died" in (root / "convert_failures.csv").read_text()
     assert {v for _, v in stored(root)} == {f"{yt}_00000{s}_00000{s + 1}" for yt in ("aaaaaaaaaaa", "ccccccccccc")
                                             for s in (0, 1)}
+
+
+def test_segment_benchmark_runs_the_four_ways_on_a_tiny_video(tmp_path, capsys):
+    from tools import bench_segments
+
+    argv = ["--work", str(tmp_path), "--minutes", "0.5", "--size", "32x32", "--fps", "10", "--keyint", "10",
+            "--clips", "0.5,25", "--repeats", "1"]
+    assert bench_segments.main(argv) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| (")]
+    assert len(rows) == 4 and {r[6].strip() for r in rows} == {"40"}  # every way writes the same 2 x 20 frames
+    decoded = [int(r[4]) for r in rows]
+    assert decoded[0] < decoded[1] <= 300 and decoded[3] > decoded[1]  # seeking skips; per clip from 0 redoes
