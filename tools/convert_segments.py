@@ -347,6 +347,8 @@ def _write_clip(clip: Job, s: float, e: float, tape: _Tape, info: dict, dt: floa
     if head is None:
         if end_t is not None and declared and end_t + max(1.0, 0.02 * declared) < min(s, declared):
             return Result(clip, "failed", reason=f"truncated? decoding stopped at {end_t:.2f} s of {declared:.2f} s")
+        if not tape.done:  # a gap in the timestamps (variable frame rate) longer than the segment
+            return Result(clip, "failed", reason=f"no frame of the video is shown during {s:g}-{e:g} s")
         video_end = "no frames" if end_t is None else f"{end_t + dt:.2f} s"
         return Result(clip, "failed", reason=f"segment {s:g}-{e:g} s starts after the video's end ({video_end})")
     meta = {**_source_meta(Path(clip.source)), **_settings_meta(clip), **_time_meta(s, e), "label": clip.label,
