@@ -23,6 +23,9 @@ then the folder dataset's ``DATASET_ROOT/labels/all.csv`` and ``DATASET_ROOT/cla
   class has two or more videos and the fraction is positive), the rest ``train``; the choice is a hash of
   (``--seed``, class, video id), so it is deterministic and does not depend on file order, worker count or
   platform. Failed videos are left out of the label file.
+- ``--labels LABELS.csv --source-root SRC ROOT`` converts instead exactly the videos a label file names, found
+  wherever the official layout puts them under SRC, cutting ``[time_start, time_end)`` segments out of untrimmed
+  sources (``tools.convert_labels``, ``tools.convert_segments``).
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -277,11 +280,12 @@ def _died(job: Job) -> Result:
     return Result(job, "failed", reason="the worker process died while converting it (decoder crash or killed)")
 
 
-def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
-    """Results of `jobs` as they finish, over `workers` processes (in this process when workers <= 1)."""
+def run_jobs(jobs: list[Job], workers: int, convert: Callable = convert_video) -> Iterator[Result]:
+    """Results of `jobs` as they finish, over `workers` processes (in this process when workers <= 1);
+    `convert` is the (top-level, picklable) function run per job."""
     if workers <= 1:
         for job in jobs:
-            yield convert_video(job)
+            yield convert(job)
         return
     # fork: workers start fast and need nothing re-imported; the parent holds no SQLite connections.
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
@@ -293,7 +297,7 @@ def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
             while pending or inflight:
                 while pending and len(inflight) < 2 * workers:
                     job = pending.popleft()
-                    inflight[pool.submit(convert_video, job)] = job
+                    inflight[pool.submit(convert, job)] = job
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 broken = False
                 for fut in done:
@@ -311,7 +315,7 @@ def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
     for job in suspects:
         with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool:
             try:
-                yield pool.submit(convert_video, job).result()
+                yield pool.submit(convert, job).result()
             except BrokenProcessPool:
                 yield _died(job)
 
@@ -333,7 +337,7 @@ def write_failures(root: Path, failures: list[tuple[str, str]]) -> Path | None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.convert", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("videos", type=Path, help="folder of <class>/<video file>")
+    p.add_argument("videos", type=Path, nargs="?", help="folder of <class>/<video file> (not with --labels)")
     p.add_argument("root", type=Path, help="dataset root to write (jpg/, labels/all.csv, classes.txt)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (1: in-process)")
     p.add_argument("--short-side", type=int, default=None, help="resize so the shorter side is this (keeps aspect)")
@@ -344,6 +348,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class marked 'val' in all.csv")
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic train/val assignment")
     p.add_argument("--log-file", default=None, help="also append the log to this file")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="convert exactly the videos of this label CSV (cutting segments of untrimmed sources)")
+    p.add_argument("--source-root", type=Path, default=None, help="with --labels: folder holding the videos")
     return p.parse_args(argv)
 
 
@@ -351,7 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 some videos failed; bad input exits 2)."""
     args = parse_args(argv)
     setup_logging(log_file=args.log_file)
-    if not args.videos.is_dir():
+    if (args.labels is None) == (args.videos is None) or (args.labels is None) != (args.source_root is None):
+        die("give VIDEOS ROOT, or --labels LABELS.csv --source-root SRC ROOT")
+    if args.labels is None and not args.videos.is_dir():
         die(f"{args.videos}: no such folder (expected <class>/<video file>)")
     if args.short_side is not None and args.short_side < 1:
         die(f"--short-side must be positive, got {args.short_side}")
@@ -364,6 +373,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.val_fraction < 1:
         die(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     workers = max(1, args.workers)
+    if args.labels is not None:
+        from tools import convert_labels  # it builds on this module
+
+        try:
+            return convert_labels.run(args, workers)
+        except (ValueError, OSError) as e:  # a bad label file or source folder: nothing was converted
+            die(str(e))
 
     found, failures = scan_folder(args.videos)
     _warn_stray(args.videos)

@@ -4,6 +4,10 @@
     python -m tools.make_labels hmdb51 testTrainMulti_7030_splits/ DATASET_ROOT # labels/hmdb51_split{1,2,3}.csv
     python -m tools.make_labels kinetics train.csv validate.csv DATASET_ROOT --variant 400  # labels/kinetics400.csv
     python -m tools.make_labels folder DATASET_ROOT --val-fraction 0.2         # labels/all.csv
+    python -m tools.make_labels hacs HACS_clips_v1.1.1.csv DATASET_ROOT         # labels/hacs.csv
+    python -m tools.make_labels moments Moments_in_Time_Raw/ DATASET_ROOT       # labels/moments.csv
+    python -m tools.make_labels diving48 Diving48/ DATASET_ROOT                 # labels/diving48.csv
+    python -m tools.make_labels sthv2 labels/ DATASET_ROOT                      # labels/sthv2.csv
 
 Conventions
 - ``classes.txt`` is the sorted class list; class index = line position (0-based). It is *not* the 1-based
@@ -17,6 +21,8 @@ Conventions
   the like are rejected). ``--label-names underscore`` maps each run of characters other than letters, digits,
   ``-`` and ``_`` to one ``_`` (``passing American football (in game)`` -> ``passing_American_football_in_game``)
   for stores made that way. Rows without a label (an unlabelled test csv) are skipped with a warning.
+- HACS, Moments in Time, Diving-48, Something-Something v2: see ``tools.label_builders``; their ``classes.txt``
+  follows the official index file (Moments, Diving-48, SSv2), so class i means what the dataset means.
 - ``--check-root`` lists the videos the frame store lacks (exit status 1), ``--drop-missing`` leaves them out.
 """
 from __future__ import annotations
@@ -41,6 +47,8 @@ from data.labels import (
     write_classes,
     write_labels,
 )
+from tools import label_builders
+from tools.label_builders import safe_label
 from tools.video_folder import folder_samples, hold_out_val
 from train.console import die, setup_logging
 
@@ -201,11 +209,6 @@ def hmdb51_samples(splits_dir: str | Path, split: int, test_as: str = "val") -> 
 def kinetics_video_id(youtube_id: str, time_start: float, time_end: float) -> str:
     """``<youtube_id>_<start:06d>_<end:06d>``, the name every Kinetics download script gives a clip."""
     return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}"
-
-
-def safe_label(label: str) -> str:
-    """``underscore`` naming: each run of characters other than [A-Za-z0-9_-] becomes one ``_``."""
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", label).strip("_")
 
 
 def kinetics_samples(csv_paths: Sequence[str | Path], label_names: str = "keep",
@@ -385,6 +388,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=Path, help="scan this <class>/<video file> folder instead of the store")
     p.add_argument("--val-fraction", type=float, default=0.2, help="stratified held-out fraction")
     p.add_argument("--name", default="all", help="label file name")
+
+    p = sub.add_parser("hacs", parents=[common], help="HACS clips csv (positive clips; ids <youtube_id>_%%06d_%%06d)")
+    p.add_argument("annotations", type=Path, help="HACS_clips_v1.1.1.csv")
+    p.add_argument("root", type=Path, metavar="DATASET_ROOT")
+    p.add_argument("--label-names", choices=("keep", "underscore"), default="keep",
+                   help="class folder names: the class verbatim, or non-alphanumerics as '_'")
+    for name, what in (("moments", "Moments in Time: trainingSet.csv, validationSet.csv, moments_categories.txt"),
+                       ("diving48", "Diving-48: Diving48_V2_{train,test}.json, Diving48_vocab.json"),
+                       ("sthv2", "Something-Something v2: something-something-v2-{labels,train,validation}.json")):
+        p = sub.add_parser(name, parents=[common], help=what)
+        p.add_argument("annotations", type=Path, help="folder with the official annotation files")
+        p.add_argument("root", type=Path, metavar="DATASET_ROOT")
+    for p in (sub.choices[n] for n in ("hacs", "moments", "diving48", "sthv2")):
+        p.add_argument("--name", help="label file name (default: the dataset's name)")
     return parser
 
 
@@ -412,6 +429,11 @@ def run(args: argparse.Namespace) -> int:
                              f"expected {args.variant} for Kinetics-{args.variant}")
         name = args.name or (f"kinetics{args.variant}" if args.variant else "kinetics")
         jobs.append((name, samples, classes))
+    elif args.format in ("hacs", "moments", "diving48", "sthv2"):
+        samples, classes = getattr(label_builders, f"{args.format}_samples")(args.annotations)
+        if getattr(args, "label_names", "keep") == "underscore":
+            samples, classes = label_builders.underscore_labels(samples, classes)
+        jobs.append((args.name or args.format, samples, classes))
     else:
         if not 0 <= args.val_fraction < 1:
             raise LabelError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")

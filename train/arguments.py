@@ -113,8 +113,10 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--clip-grad-norm", type=positive_float, default=None,
                    help="clip the gradients to this L2 norm (default: no clipping)")
     o.add_argument("--end-epoch", type=positive_int, default=30, help="last epoch (1-based, inclusive)")
-    o.add_argument("--long-cycles", action="store_true", help="multigrid long cycle (train.multigrid)")
-    o.add_argument("--short-cycles", action="store_true", help="multigrid short cycle (data.short_cycle)")
+    o.add_argument("--long-cycles", action=argparse.BooleanOptionalAction, default=False,
+                   help="multigrid long cycle (train.multigrid)")
+    o.add_argument("--short-cycles", action=argparse.BooleanOptionalAction, default=False,
+                   help="multigrid short cycle (data.short_cycle)")
     o.add_argument("--multigrid-lr-scaling", choices=("auto", "linear", "sqrt", "none"), default="auto",
                    help="lr scaling with the long-cycle batch factor; auto: linear for SGD (Wu et al.), sqrt for "
                         "AdamW (docs/BENCHMARKS.md, multigrid)")

@@ -80,6 +80,8 @@ _UCF_HMDB = {
     "val_clips_per_video": 3,
 }
 
+_SRTG = {"network": "srtg_r3d_34", "clip_length": 16, "lr_base": 0.1}
+
 PRESETS: dict[str, DatasetPreset] = {p.name: p for p in (
     DatasetPreset("ucf101", "UCF-101 (labels from `python -m tools.make_labels ucf101 ...`)",
                   {"dataset": "datasets/UCF-101", **_UCF_HMDB}, split_option("ucf101")),
@@ -90,6 +92,24 @@ PRESETS: dict[str, DatasetPreset] = {p.name: p for p in (
                    "val_frame_interval": 5, "batch_size": 16, "lr_base": 0.01, "lr_steps": [20, 30, 40],
                    "end_epoch": 45, "warmup_epochs": 2.0, "val_clips_per_video": 5},
                   variant_option()),
+    # SRTG's defaults (its README and scripts): 16-frame clips, lr 0.1, multigrid cycles on HACS and MiT.
+    DatasetPreset("hacs", "HACS clips (labels from `python -m tools.make_labels hacs ...`)",
+                  {"dataset": "datasets/HACS", "labels": "hacs", **_SRTG, "clip_size": 284,
+                   "train_frame_interval": [1, 2], "val_frame_interval": 2, "batch_size": 48,
+                   "lr_steps": [40, 60, 75, 90], "end_epoch": 120, "long_cycles": True, "short_cycles": True}),
+    DatasetPreset("moments", "Moments in Time (labels from `python -m tools.make_labels moments ...`)",
+                  {"dataset": "datasets/Moments-in-Time", "labels": "moments", **_SRTG, "clip_size": 284,
+                   "train_frame_interval": [3, 4], "val_frame_interval": 3, "batch_size": 48,
+                   "lr_steps": [25, 50, 70], "end_epoch": 110, "long_cycles": True, "short_cycles": True}),
+    DatasetPreset("diving48", "Diving-48 V2 (labels from `python -m tools.make_labels diving48 ...`)",
+                  {"dataset": "datasets/Diving-48", "labels": "diving48", **_SRTG, "clip_size": 256,
+                   "train_frame_interval": [2], "val_frame_interval": 2, "batch_size": 32,
+                   "lr_steps": [15, 30, 40], "end_epoch": 100}),
+    # Not an SRTG dataset: Diving-48's schedule; no flips, since "left" and "right" are what some labels mean.
+    DatasetPreset("sthv2", "Something-Something v2 (labels from `python -m tools.make_labels sthv2 ...`)",
+                  {"dataset": "datasets/Something-Something-v2", "labels": "sthv2", **_SRTG, "clip_size": 224,
+                   "train_frame_interval": [2], "val_frame_interval": 2, "batch_size": 32,
+                   "lr_steps": [15, 30, 40], "end_epoch": 50, "flip": False}),
     # The demo's settings are tuned to finish in < 15 min on 2 CPU cores (`python -m tools.demo` reads them too).
     DatasetPreset("demo", "the synthetic motion dataset made by `python -m tools.demo` (demo_data/store)",
                   {"dataset": Path("demo_data/store"), "labels": "demo.csv", "network": "mict_resnet18",
