@@ -274,3 +274,26 @@ def test_mtnet_parts_export_to_onnx(tmp_path):
 
     res = export_onnx.export_and_check(Tiny().eval(), tmp_path / "mt.onnx", (3, 8, 32, 32))
     assert res.rel_error <= 1e-4
+
+
+def test_every_mtnet_name_extracts_features_and_predicts(tmp_path):
+    import numpy as np
+
+    from tests.test_predict import make_checkpoint, make_dataset
+    from tools import extract_features, predict
+
+    root = make_dataset(tmp_path / "ds", {"v0": ("cycling", "val", 24, 1)})
+    for name in VARIANTS:
+        # below half width a grouped net's layer-3 long-path GroupNorm gets one channel of 1x1x1 at 32 px: a
+        # single value, which GroupNorm refuses (the full-width nets have 4+ channels there)
+        width = 0.5 if name.endswith("_g8") else TINY
+        ckpt = make_checkpoint(tmp_path / f"{name}.pth", network=name, clip_length=8, crop_size=32,
+                               width_mult=width)
+        out = tmp_path / f"{name}.npz"
+        assert extract_features.main(["--checkpoint", str(ckpt), "--dataset", str(root), "--split", "val",
+                                      "--out", str(out), "--workers", "0", "--device", "cpu"]) == 0
+        features = np.load(out)["features"]
+        assert features.shape == (1, build_model(name, 4, width_mult=width).num_features), name
+        assert np.isfinite(features).all()
+        [result] = predict.predict_videos(ckpt, [root / "raw" / "v0.mp4"], topk=2, clips=2, device="cpu")
+        assert result["ok"] and len(result["top"]) == 2, name
