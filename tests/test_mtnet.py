@@ -297,3 +297,17 @@ def test_every_mtnet_name_extracts_features_and_predicts(tmp_path):
         assert np.isfinite(features).all()
         [result] = predict.predict_videos(ckpt, [root / "raw" / "v0.mp4"], topk=2, clips=2, device="cpu")
         assert result["ok"] and len(result["top"]) == 2, name
+
+
+def test_conv_and_linear_gmacs_match_the_reference():
+    """The reference's conv + linear GMACs at 16x224x224 (xs 15.9): the same layer shapes and cosine-pooled
+    lengths everywhere. Counted on the meta device (shapes only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_model("mtnet_xs", 400).eval()
+        x = torch.empty(1, 3, 16, 224, 224)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    assert round(counter.get_total_flops() / 2e9, 1) == 15.9
