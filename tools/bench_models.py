@@ -499,9 +499,10 @@ def run(args: argparse.Namespace, command: str = "python -m tools.bench_models")
     if opt_results:
         report += ["", f"Options (at {_size(opt_size)}, batch {opt_batch}):", "", *options_table(results, opt_results)]
     report += ["", "GFLOPs count 2 per multiply-add (torch.utils.flop_counter; the LSTM / GRU cells of the SRTG and "
-               "MTNet models are not counted, as in the MTNet paper's conv + linear GMACs); GMACs = GFLOPs / 2 is what torchvision's tables call GFLOPS (40.7 for r3d_18 at "
-               "16x112x112). CPU peak MB = parameters + input + peak live activation storage seen by a dispatch "
-               "mode (no allocator cache, no oneDNN scratch); CUDA peak MB = torch.cuda.max_memory_allocated."]
+               "MTNet models are not counted, as in the MTNet paper's conv + linear GMACs); GMACs = GFLOPs / 2 "
+               "is what torchvision's tables call GFLOPS (40.7 for r3d_18 at 16x112x112). CPU peak MB = "
+               "parameters + input + peak live activation storage seen by a dispatch mode (no allocator cache, "
+               "no oneDNN scratch); CUDA peak MB = torch.cuda.max_memory_allocated."]
     return "\n".join(report) + "\n"
 
 
