@@ -14,9 +14,10 @@ Reference-exact by default (same parameter names, counts and computation); its q
 - the long norm of an MTConv is one module applied to the long conv and to the lateral link;
 - before a block's downsample, a long identity less than 3 pixels high is resized to (T, 3, 3);
 - identities whose shape differs from the block output are trilinearly resized to it.
-Departures, each where the reference cannot run: 1-pixel maps skip the (1,2,2) pooling in that dimension (see
-`mtconv.halve_space`), and `lateral_pool="soft"` is real SoftPool (the reference's 'soft' branch is a same-size max
-pool, i.e. no pooling; its default, and ours, is average pooling).
+Departures: 1-pixel maps skip the (1,2,2) pooling in that dimension, where the reference fails (see
+`mtconv.halve_space`); `lateral_pool="soft"` is real SoftPool (the reference's 'soft' branch is a same-size max
+pool, i.e. no pooling; its default, and ours, is average pooling). As in the reference, a GroupNorm of the grouped
+variants fails on a single value (one channel of 1x1x1: reduced widths on tiny crops).
 
 Names: the reference's `get_symbol` routes "mtnet_xs" to MTNet-S and "mtnet_xl" to MTNet-L; here every name builds
 its own depth. Clips need >= 3 frames (the stem's cosine pooling).
