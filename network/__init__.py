@@ -4,7 +4,7 @@
 `load_weights` / `inflate_2d_resnet`. Every model maps `(N, 3, T, H, W)` floats to `(N, num_classes)` logits and
 has `forward_features`, `forward_head`, `num_features`, `reset_classifier`, `check_input` and `min_frames`.
 """
-from . import mict, r2d, resnet3d  # noqa: F401  (import registers the models)
+from . import mict, mtnet, r2d, resnet3d  # noqa: F401  (import registers the models)
 from .base import VideoClassifier, count_parameters, to_channels_last
 from .registry import build_model, list_models, model_defaults, model_kwargs, register_model
 from .srtg import SqueezeRecursion

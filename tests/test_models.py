@@ -10,6 +10,8 @@ from torchvision.models import video as tv_video
 import network
 from network import SqueezeRecursion, build_model, count_parameters, list_models
 from network.mict import MiCTResNet
+from network.mtnet import VARIANTS as MTNET_VARIANTS
+from network.mtnet import MTNet
 
 TINY = 0.125  # width_mult for tests: 8/16/32/64 channels
 
@@ -26,13 +28,15 @@ def _meta_model(name: str, num_classes: int, **kw) -> torch.nn.Module:
 
 
 def _clip(model: torch.nn.Module, n: int = 2, size: int = 32) -> torch.Tensor:
-    # 16 frames: every stage still has >= 2 time steps, so the SR LSTMs' recurrent weights get gradients too
-    return torch.randn(n, 3, max(model.min_frames, 16), size, size)
+    # 16 frames: every stage still has >= 2 time steps, so the SR LSTMs' recurrent weights get gradients too;
+    # MTNet halves time in its stem and again on its long path, so it needs 64 for that
+    frames = 64 if isinstance(model, MTNet) else max(model.min_frames, 16)
+    return torch.randn(n, 3, frames, size, size)
 
 
 EXPECTED = {
     "r3d_18", "r3d_34", "mc3_18", "r2plus1d_18", "r2plus1d_34", "r2d_18", "mict_resnet18", "mict_resnet34",
-    "srtg_r3d_18", "srtg_r3d_34", "srtg_r2plus1d_18", "srtg_r2plus1d_34",
+    "srtg_r3d_18", "srtg_r3d_34", "srtg_r2plus1d_18", "srtg_r2plus1d_34", *MTNET_VARIANTS,
 }
 
 

@@ -45,8 +45,9 @@ from train.inference import add_device_argument, resolve_device
 log = logging.getLogger(__name__)
 
 TORCHVISION = ("tv_r3d_18", "tv_mc3_18", "tv_r2plus1d_18")
-#: Models timed together (interleaved): the MiCT-vs-R3D target and the ours-vs-torchvision targets.
-GROUPS = (("mict_resnet18", "r3d_18", "tv_r3d_18"), ("mc3_18", "tv_mc3_18"), ("r2plus1d_18", "tv_r2plus1d_18"))
+#: Models timed together (interleaved): the MiCT-vs-R3D target, the ours-vs-torchvision targets, the MTNets.
+GROUPS = (("mict_resnet18", "r3d_18", "tv_r3d_18"), ("mc3_18", "tv_mc3_18"), ("r2plus1d_18", "tv_r2plus1d_18"),
+          ("mtnet_xs", "mtnet_s", "mtnet_m"))
 OPTIONS = ("no_grad", "channels_last", "autocast", "compile")
 
 
@@ -383,10 +384,11 @@ def run(args: argparse.Namespace, command: str = "python -m tools.bench_models")
               *main_table(results), "", "Targets:", "", *(targets(results) or ["- (not measured in this run)"])]
     if opt_results:
         report += ["", f"Options (at {format_size(opt_size)}, batch {opt_batch}):", "", *options_table(results, opt_results)]
-    report += ["", "GFLOPs count 2 per multiply-add (torch.utils.flop_counter; LSTM cells of the SRTG models are "
-               "not counted); GMACs = GFLOPs / 2 is what torchvision's tables call GFLOPS (40.7 for r3d_18 at "
-               "16x112x112). CPU peak MB = parameters + input + peak live activation storage seen by a dispatch "
-               "mode (no allocator cache, no oneDNN scratch); CUDA peak MB = torch.cuda.max_memory_allocated."]
+    report += ["", "GFLOPs count 2 per multiply-add (torch.utils.flop_counter; the LSTM / GRU cells of the SRTG and "
+               "MTNet models are not counted, as in the MTNet paper's conv + linear GMACs); GMACs = GFLOPs / 2 "
+               "is what torchvision's tables call GFLOPS (40.7 for r3d_18 at 16x112x112). CPU peak MB = "
+               "parameters + input + peak live activation storage seen by a dispatch mode (no allocator cache, "
+               "no oneDNN scratch); CUDA peak MB = torch.cuda.max_memory_allocated."]
     return "\n".join(report) + "\n"
 
 
