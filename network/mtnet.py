@@ -162,7 +162,7 @@ class MTNet(VideoClassifier):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def _min_frames_hint(self) -> str:
+    def min_frames_hint(self) -> str:
         return " (the stem's temporal cosine pooling keeps floor(T/2) of the T-2 frame triplets)"
 
     def forward_features(self, x: Tensor) -> Tensor:
