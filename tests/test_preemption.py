@@ -1,0 +1,145 @@
+"""Preemption and auto-resume: a real signal to a real training process, mid-epoch checkpoints, --resume auto."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train_util import make_store, tiny_train_argv
+from train.auto_resume import find_resume_checkpoint, list_mid_checkpoints, mid_checkpoint_path, resume_candidates
+from train.checkpoint import checkpoint_path, load_checkpoint
+from train.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, PreemptionHandler, parse_signal
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # 18 training videos in batches of 2: 9 steps per epoch, time enough to signal a run in the middle.
+    return make_store(tmp_path_factory.mktemp("preempt_store"), classes=2, videos_per_class=12, frames=12,
+                      size=(32, 40))
+
+
+def _argv(store: Path, model_dir: Path, workers: int, *extra: str) -> list[str]:
+    argv = tiny_train_argv(store, model_dir, "--end-epoch", "2", "--batch-size", "2", *extra)
+    argv[argv.index("--workers") + 1] = str(workers)
+    return [sys.executable, "-m", "train", *argv]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+
+
+def _run_and_signal(cmd: list[str], sig: int, after: str) -> tuple[int, str]:
+    """Start `cmd`, send `sig` once a log line contains `after`, return (exit code, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    sent = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if after in line and not sent.is_set():
+                sent.set()
+                proc.send_signal(sig)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        rc = proc.wait(timeout=RUN_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)
+    assert sent.is_set(), "the run ended before the signal could be sent:\n" + "".join(lines[-20:])
+    return rc, "".join(lines)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_mid_epoch_then_resume_auto_gives_the_weights_of_an_uninterrupted_run(store, tmp_path, workers):
+    whole = tmp_path / "whole"
+    done = _run(_argv(store, whole, workers))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    parts = tmp_path / "parts"
+    cmd = _argv(store, parts, workers, "--resume", "auto")
+    rc, err = _run_and_signal(cmd, signal.SIGTERM, "Epoch [1] Batch [2/9]")
+    assert rc == EXIT_PREEMPTED, err[-2000:]
+    assert "SIGTERM: stopped at epoch 1" in err and "--resume auto" in err
+    mids = list_mid_checkpoints(parts, "mict_resnet18")
+    assert len(mids) == 1
+    (epoch, batches), path = next(iter(mids.items()))
+    assert epoch == 1 and 2 <= batches < 9
+    ckpt = load_checkpoint(path)
+    assert ckpt["mid_epoch"]["batches_done"] == batches and ckpt["epoch"] == 0
+    assert {"optimizer", "scheduler", "scaler", "rng", "multigrid"} <= set(ckpt)
+
+    resumed = _run(cmd)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming epoch 1 after batch {batches}" in resumed.stderr
+    assert not list_mid_checkpoints(parts, "mict_resnet18")  # superseded by the epoch checkpoints
+    a, b = _weights(checkpoint_path(whole, "mict_resnet18", 2)), _weights(checkpoint_path(parts, "mict_resnet18", 2))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_one_line(store, tmp_path):
+    cmd = _argv(store, tmp_path / "run", 0)
+    rc, err = _run_and_signal(cmd, signal.SIGINT, "Epoch [1] Batch [1/9]")
+    assert rc == EXIT_INTERRUPTED
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "SIGINT: stopped at epoch 1" in err and "--resume auto" in err
+    assert len(list_mid_checkpoints(tmp_path / "run", "mict_resnet18")) == 1
+
+
+def _fake_checkpoint(path: Path) -> None:
+    torch.save({"format": "videotrain-ckpt-1", "network": "net", "num_classes": 1, "classes": ["a"],
+                "model_kwargs": {}, "preprocess": {k: 1 for k in ("clip_length", "crop_size", "resize_short",
+                                                                   "frame_interval", "mean", "std")},
+                "model": {"w": torch.zeros(1)}, "epoch": 1}, path)
+
+
+def test_resume_auto_takes_the_newest_complete_checkpoint_and_skips_corrupt_ones(tmp_path, caplog):
+    assert find_resume_checkpoint(tmp_path, "net") is None  # nothing there: a fresh start
+    ep1, ep2 = checkpoint_path(tmp_path, "net", 1), checkpoint_path(tmp_path, "net", 2)
+    mid2, mid3 = mid_checkpoint_path(tmp_path, "net", 2, 5), mid_checkpoint_path(tmp_path, "net", 3, 4)
+    for p in (ep1, ep2, mid2):
+        _fake_checkpoint(p)
+    mid3.write_bytes(b"PK\x03\x04 truncated")  # a half-copied file
+    (tmp_path / ".net_ep-0004.pth.tmp").write_bytes(b"")  # an unfinished atomic write is never a candidate
+    assert resume_candidates(tmp_path, "net") == [mid3, ep2, mid2, ep1]
+    assert find_resume_checkpoint(tmp_path, "net") == ep2
+    assert any("skipping" in r.message and mid3.name in r.message for r in caplog.records)
+
+
+def test_preemption_handler_sets_a_flag_and_a_second_ctrl_c_aborts():
+    with PreemptionHandler([signal.SIGUSR1]) as handler:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert handler.requested and handler.signal_name == "SIGUSR1"
+    with PreemptionHandler([signal.SIGTERM]) as handler:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert handler.signal_name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)
+    assert parse_signal("usr1") == signal.SIGUSR1 and parse_signal("NONE") is None
+    with pytest.raises(ValueError):
+        parse_signal("KILL")
