@@ -11,7 +11,6 @@ Tags: `train/loss`, `train/top1`, `train/top5`, `train/lr`, `batch/clips`, `batc
 """
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -50,11 +49,9 @@ def confusion_image(cm: np.ndarray, classes: Sequence[str]) -> np.ndarray:
                             color="white" if norm[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="raw", dpi=80)
-    width, height = fig.canvas.get_width_height()
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba()).copy()
     plt.close(fig)
-    rgba = np.frombuffer(buf.getvalue(), dtype=np.uint8).reshape(height, width, 4)
     return np.ascontiguousarray(rgba[..., :3].transpose(2, 0, 1))
 
 
