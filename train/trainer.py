@@ -39,6 +39,7 @@ from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_redu
 from train.loaders import EpochInfo
 from train.lr_schedule import StepLRSchedule
 from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
+from train.multiview import flatten_views
 from train.precise_bn import PreciseBN
 from train.precision import NonFiniteGuard, Precision
 from train.preemption import TrainingInterrupted
@@ -135,6 +136,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_videos: int, num_classes: i
         clips, labels, video_index = _unpack(batch)
         if video_index is None:
             raise ValueError("evaluation batches must carry the video index of each clip")
+        clips, labels, video_index = flatten_views(clips, labels, video_index)  # multi-view: N x V clips
         clips = clips.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with precision.autocast() if precision else contextlib.nullcontext():
