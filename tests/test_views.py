@@ -78,3 +78,34 @@ def test_evaluate_tool_counts_clips_times_crops_views(tmp_path, capsys):
     assert "clips per video: 2 x 3 crops" in capsys.readouterr().out
     report = json.loads((tmp_path / "eval_train.json").read_text())
     assert report["crops"] == 3 and report["clips"] == 6 * report["videos"] > 0
+
+
+def test_predict_and_extract_features_average_the_same_three_crop_views_as_evaluate(tmp_path):
+    from data.dataset import VideoDataset
+    from tests.test_predict import make_checkpoint, make_dataset
+    from tools import extract_features, predict
+    from tools.video_source import open_source
+    from train.inference import load_model
+    from train.multiview import view_transform
+
+    root = make_dataset(tmp_path / "ds", {"v0": ("cycling", "val", 40, 1), "v1": ("diving", "val", 33, 2)})
+    ckpt = make_checkpoint(tmp_path / "m.pth")
+    result, _ = ev_tool.evaluate_checkpoint(ckpt, root, split="val", clips_per_video=2, crops=3, workers=0)
+    assert result.clips == 2 * 2 * 3
+    predictor = predict.Predictor.from_checkpoint(ckpt, "cpu", crops=3)
+    with open_source(str(root / "jpg" / "cycling" / "v0"), predictor.transform.min_short_side) as source:
+        r = predictor.predict(source, clips=2, topk=4)
+    assert r["crops"] == 3
+    probs = {row["index"]: row["prob"] for row in r["top"]}
+    np.testing.assert_allclose([probs[i] for i in range(4)], result.video_probs[0], atol=1e-5)
+
+    loaded = load_model(ckpt, "cpu")
+    z = extract_features.extract_features(loaded, root, split="val", clips_per_video=2, crops=3, progress=False)
+    pre = loaded.preprocess
+    ds = VideoDataset(root, split="val", clip_length=pre["clip_length"], frame_interval=pre["frame_interval"],
+                      transform=view_transform(pre, 3), clips_per_video=2, train=False)
+    views = ds[0][0]  # (3 crops, C, T, S, S) of video 0, clip 0
+    with torch.inference_mode():
+        direct = loaded.model.forward_features(views).mean(0).numpy()
+    np.testing.assert_allclose(z["clip_features"][0], direct, rtol=1e-4, atol=1e-5)
+    assert z["clip_features"].shape[0] == 4 and z["features"].shape[0] == 2

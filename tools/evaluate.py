@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from data.atomic import atomic_write, atomic_write_text
-from data.views import CROP_CHOICES, MultiViewTransform
+from data.views import CROP_CHOICES
 from train.console import die, setup_logging
-from train.inference import add_device_argument, build_val_transform, load_model, resolve_device
+from train.inference import add_device_argument, load_model, resolve_device
 from train.metrics import EvalResult
+from train.multiview import view_transform
 from train.precision import PRECISIONS, Precision
 from train.trainer import evaluate
 
@@ -49,10 +50,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     device = resolve_device(device)
     loaded = load_model(checkpoint, device, require_classes=True)
     model, classes, pre = loaded.model, loaded.classes, loaded.preprocess
-    transform = build_val_transform(pre)
-    if crops > 1:
-        norm = {k: tuple(pre[k]) for k in ("mean", "std") if pre.get(k) is not None}
-        transform = MultiViewTransform(int(pre["crop_size"]), crops, pre.get("resize_short"), **norm)
+    transform = view_transform(pre, crops)
     # The checkpoint's class list fixes the label mapping; labels it does not know are an error.
     ds = VideoDataset(dataset, labels, split=split, clip_length=int(pre["clip_length"]),
                       frame_interval=pre["frame_interval"], transform=transform, clips_per_video=clips_per_video,

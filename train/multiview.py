@@ -6,9 +6,29 @@ softmax over all K x V views of a video; `average_views` does the same for tools
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-__all__ = ["flatten_views", "average_views"]
+from data.views import MultiViewTransform
+from train.inference import build_val_transform
+
+__all__ = ["flatten_views", "average_views", "view_transform", "forward_views"]
+
+
+def view_transform(preprocess: dict[str, Any], crops: int = 1) -> Any:
+    """The checkpoint's validation transform (`crops` 1), or its `crops`-view transform (views stacked)."""
+    if crops == 1:
+        return build_val_transform(preprocess)
+    norm = {k: tuple(preprocess[k]) for k in ("mean", "std") if preprocess.get(k) is not None}
+    return MultiViewTransform(int(preprocess["crop_size"]), crops, preprocess.get("resize_short"), **norm)
+
+
+def forward_views(fn: Any, clips: torch.Tensor) -> torch.Tensor:
+    """`fn` (e.g. softmax of the model, or its features) of every view, averaged over each clip's views."""
+    views = clips.shape[1] if clips.dim() == 6 else 1
+    out = fn(flatten_views(clips)[0])
+    return average_views(out, views) if views > 1 else out
 
 
 def flatten_views(clips: torch.Tensor, labels: torch.Tensor | None = None,
