@@ -65,25 +65,25 @@ def _run_and_signal(cmd: list[str], sig: int, after: str) -> tuple[int, str]:
     return rc, "".join(lines)
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model"]
+# The recipe options carry state across the interruption too: EMA weights, the mixing generator, accumulated steps.
+RECIPE = ("--ema", "0.9", "--mixup", "0.2", "--cutmix", "1.0", "--label-smoothing", "0.1", "--grad-accum", "2")
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_sigterm_mid_epoch_then_resume_auto_gives_the_weights_of_an_uninterrupted_run(store, tmp_path, workers):
     whole = tmp_path / "whole"
-    done = _run(_argv(store, whole, workers))
+    done = _run(_argv(store, whole, workers, *RECIPE))
     assert done.returncode == 0, done.stderr[-2000:]
 
     parts = tmp_path / "parts"
-    cmd = _argv(store, parts, workers, "--resume", "auto")
+    cmd = _argv(store, parts, workers, "--resume", "auto", *RECIPE)
     rc, err = _run_and_signal(cmd, signal.SIGTERM, "Epoch [1] Batch [2/9]")
     assert rc == EXIT_PREEMPTED, err[-2000:]
     assert "SIGTERM: stopped at epoch 1" in err and "--resume auto" in err
     mids = list_mid_checkpoints(parts, "mict_resnet18")
     assert len(mids) == 1
     (epoch, batches), path = next(iter(mids.items()))
-    assert epoch == 1 and 2 <= batches < 9
+    assert epoch == 1 and 2 <= batches < 9 and batches % 2 == 0  # stops after a whole accumulation group
     ckpt = load_checkpoint(path)
     assert ckpt["mid_epoch"]["batches_done"] == batches and ckpt["epoch"] == 0
     assert {"optimizer", "scheduler", "scaler", "rng", "multigrid"} <= set(ckpt)
@@ -92,19 +92,23 @@ def test_sigterm_mid_epoch_then_resume_auto_gives_the_weights_of_an_uninterrupte
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming epoch 1 after batch {batches}" in resumed.stderr
     assert not list_mid_checkpoints(parts, "mict_resnet18")  # superseded by the epoch checkpoints
-    a, b = _weights(checkpoint_path(whole, "mict_resnet18", 2)), _weights(checkpoint_path(parts, "mict_resnet18", 2))
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    final_a = load_checkpoint(checkpoint_path(whole, "mict_resnet18", 2))
+    final_b = load_checkpoint(checkpoint_path(parts, "mict_resnet18", 2))
+    for key in ("model", "ema"):
+        a, b = (final_a[key], final_b[key]) if key == "model" else (final_a[key]["model"], final_b[key]["model"])
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), (key, name)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_one_line(store, tmp_path):
-    cmd = _argv(store, tmp_path / "run", 0)
+    cmd = _argv(store, tmp_path / "run", 0, "--tensorboard")
     rc, err = _run_and_signal(cmd, signal.SIGINT, "Epoch [1] Batch [1/9]")
     assert rc == EXIT_INTERRUPTED
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "SIGINT: stopped at epoch 1" in err and "--resume auto" in err
     assert len(list_mid_checkpoints(tmp_path / "run", "mict_resnet18")) == 1
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))  # --tensorboard via the CLI
 
 
 def _fake_checkpoint(path: Path) -> None:

@@ -251,11 +251,11 @@ class Trainer:
         mid, self._mid_epoch = (self._mid_epoch if self._mid_epoch and self._mid_epoch["epoch"] == epoch
                                 else None), None
         skip = int(mid["batches_done"]) if mid else 0
-        if mid:
+        if mid and self.dist.is_main:  # the saved sums are over all ranks: count them once
             sums = ClassificationSums.from_tensor(mid["sums"])
-            if skip and self.dist.is_main:
-                log.info("resuming epoch %d after batch %d: replaying the loader up to there (no training)",
-                         epoch, skip)
+        resumed_clips = ClassificationSums.from_tensor(mid["sums"]).count if mid else 0
+        if skip and self.dist.is_main:
+            log.info("resuming epoch %d after batch %d: replaying the loader up to there (no training)", epoch, skip)
         epoch_start = time.perf_counter()
         t_end = epoch_start
         accum = self.grad_accum
@@ -334,7 +334,7 @@ class Trainer:
         total = ClassificationSums.from_tensor(all_reduce_sum(sums.as_tensor(), self.dist))
         out = total.summary()
         out["seconds"] = seconds
-        out["clips_per_s"] = total.count / max(seconds, 1e-9)
+        out["clips_per_s"] = (total.count - resumed_clips) / max(seconds, 1e-9)  # clips trained in this process
         out["nonfinite"] = self.guard.total
         return out
 
@@ -363,7 +363,9 @@ class Trainer:
         name = self.preemption.signal_name or "signal"
         state = self.state_dict()
         state["epoch"] = epoch - 1  # completed epochs; `mid_epoch` says how far into the next one
-        state["mid_epoch"] = {"epoch": epoch, "batches_done": batches_done, "sums": sums.as_tensor(),
+        # Every rank is here (the stop is agreed), so the epoch's running sums can be reduced for the file.
+        state["mid_epoch"] = {"epoch": epoch, "batches_done": batches_done,
+                              "sums": all_reduce_sum(sums.as_tensor(), self.dist),
                               "rng": capture_rng_state(),
                               "mixer": self.mixer.state_dict() if self.mixer is not None else {}}
         logs: dict[str, Any] = {"epoch": epoch, "batch": batches_done, "state": state, "signal": name}
