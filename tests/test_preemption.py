@@ -147,3 +147,60 @@ def test_preemption_handler_sets_a_flag_and_a_second_ctrl_c_aborts():
     assert parse_signal("usr1") == signal.SIGUSR1 and parse_signal("NONE") is None
     with pytest.raises(ValueError):
         parse_signal("KILL")
+
+
+def _rank_signalled(rank: int, world: int, port: int, store: str, out: str) -> None:
+    """One rank of a 2-process run in which only rank 1 gets SIGUSR1, during its first step."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from train import cli
+    from train.callbacks import Callback
+    from train.distributed import cleanup, init_distributed
+    from train.preemption import TrainingInterrupted
+
+    class SignalRankOne(Callback):
+        def on_batch_end(self, trainer, batch, logs):
+            if rank == 1 and logs["epoch"] == 1 and batch == 0:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(0.1)  # let the handler run before the step's stop check
+
+    args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--batch-size", "2", "--end-epoch", "2",
+                                          "--preempt-signal", "USR1"))
+    info = init_distributed()
+    result: dict = {"rank": rank}
+    try:
+        setup = cli.prepare(args, info, extra_callbacks=[SignalRankOne()])
+        try:
+            cli.train(setup)
+        except TrainingInterrupted as e:
+            result.update(signal=e.signal_name, epoch=e.epoch, batch=e.batch,
+                          checkpoint=str(e.checkpoint) if e.checkpoint else None)
+        result["params"] = {k: v.detach().clone() for k, v in setup.model.named_parameters()}
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        cleanup()
+
+
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.test_distributed import _free_port
+
+    store = make_store(tmp_path / "data", classes=2, videos_per_class=8)  # 12 train videos: 3 steps per rank
+    ctx = mp.spawn(_rank_signalled, args=(2, _free_port(), str(store), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.terminate()
+            pytest.fail(f"the two ranks did not stop within {RUN_TIMEOUT_S} s (a rank left waiting?)")
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert (r0["signal"], r0["epoch"], r0["batch"]) == (r1["signal"], r1["epoch"], r1["batch"]) == ("SIGUSR1", 1, 1)
+    assert r1["checkpoint"] is None and r0["checkpoint"].endswith("mict_resnet18_ep-0001_batch-000001.pth")
+    ckpt = load_checkpoint(r0["checkpoint"])
+    assert ckpt["mid_epoch"]["batches_done"] == 1
+    assert ckpt["mid_epoch"]["sums"][-1] == 4  # the running sums of both ranks: 2 ranks x 1 batch of 2 clips
+    for k in r0["params"]:
+        assert torch.equal(r0["params"][k], r1["params"][k]), k
