@@ -33,8 +33,8 @@ from train.lr_schedule import StepLRSchedule
 from train.multigrid import MultigridSchedule
 from train.precise_bn import PreciseBN
 from train.precision import Precision, keep_batchnorm_fp32
-from train.trainer import LoaderFactory, Trainer, seed_everything
 from train.recipe import build_criterion, build_ema, build_mixer, build_preemption, build_sync_bn
+from train.trainer import LoaderFactory, Trainer, seed_everything
 
 __all__ = ["Setup", "Datasets", "prepare", "build_datasets", "build_run_model", "build_multigrid",
            "build_optimizer", "build_train_loaders", "build_precise_bn", "build_val_loader", "build_callbacks",

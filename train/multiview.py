@@ -39,8 +39,11 @@ def flatten_views(clips: torch.Tensor, labels: torch.Tensor | None = None,
         return clips, labels, video_index
     n, v = clips.shape[:2]
     flat = clips.reshape(n * v, *clips.shape[2:])
-    rep = (lambda t: None if t is None else t.repeat_interleave(v, dim=0))
-    return flat, rep(labels), rep(video_index)
+
+    def repeat(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.repeat_interleave(v, dim=0)
+
+    return flat, repeat(labels), repeat(video_index)
 
 
 def average_views(probs: torch.Tensor, views: int) -> torch.Tensor:
