@@ -204,3 +204,52 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     assert ckpt["mid_epoch"]["sums"][-1] == 4  # the running sums of both ranks: 2 ranks x 1 batch of 2 clips
     for k in r0["params"]:
         assert torch.equal(r0["params"][k], r1["params"][k]), k
+
+
+class _StopAtCall:
+    """A preemption flag that asks to stop at its `n`-th check (the trainer checks after every step and epoch)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+        self.signal_name = "SIGTERM"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def should_stop(self, dist_info) -> bool:
+        self.calls += 1
+        return self.calls >= self.n
+
+
+def test_mid_epoch_resume_inside_a_multigrid_schedule_equals_the_uninterrupted_run(tmp_path):
+    from train import cli
+    from train.preemption import TrainingInterrupted
+
+    torch.set_num_threads(1)
+    store = make_store(tmp_path / "data", classes=2, videos_per_class=24)
+
+    def argv(model_dir: Path, *extra: str) -> list[str]:
+        return tiny_train_argv(store, model_dir, "--long-cycles", "--short-cycles", "--end-epoch", "4", "--lr-steps",
+                               "2", "--batch-size", "1", "--debug-mode", "--val-frequency", "4", *extra)
+
+    whole = cli.prepare(cli.parse_args(argv(tmp_path / "whole")))
+    cli.train(whole)
+
+    parts_dir = tmp_path / "parts"
+    first = cli.prepare(cli.parse_args(argv(parts_dir, "--resume", "auto")))
+    first.trainer.preemption = _StopAtCall(6)  # epoch 1: 3 steps + the epoch check; epoch 2: after its 2nd step
+    with pytest.raises(TrainingInterrupted) as stop:
+        cli.train(first)
+    assert (stop.value.epoch, stop.value.batch) == (2, 2)
+    ckpt = load_checkpoint(stop.value.checkpoint)
+    assert ckpt["multigrid"] and ckpt["mid_epoch"]["batches_done"] == 2
+    second = cli.prepare(cli.parse_args(argv(parts_dir, "--resume", "auto")))
+    assert second.trainer.start_epoch == 2
+    cli.train(second)
+    a = load_checkpoint(checkpoint_path(tmp_path / "whole", "mict_resnet18", 4))["model"]
+    b = load_checkpoint(checkpoint_path(parts_dir, "mict_resnet18", 4))["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
