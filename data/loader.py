@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from collections.abc import Iterable, Iterator, Sequence, Sized
 
 import numpy as np
@@ -54,6 +55,10 @@ def worker_init_fn(worker_id: int) -> None:
     parent's thread pool and deadlocks (its threads do not exist in the child). Clip-sized OpenCV calls hardly use
     threads anyway; the DataLoader already sets torch to one thread per worker.
     """
+    # Preemption signals and Ctrl-C are the main process's: it finishes the current step and checkpoints, which a
+    # worker killed by a SIGTERM sent to the whole process group would abort. Workers still end with the main one.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
     seed = torch.initial_seed()  # base_seed + worker_id, different per worker and per loader iterator
     np.random.seed(seed % 2 ** 32)
     random.seed(seed)

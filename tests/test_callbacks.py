@@ -70,13 +70,16 @@ def test_speed_monitor_window_average_and_eta():
     sm.on_batch_end(trainer, 1, logs)
     # (8 + 16) clips over 2 s of reading -> 12 clips/s; forward 12, backward 6
     assert logs["speed"] == pytest.approx({"read": 12.0, "forward": 12.0, "backward": 6.0})
-    assert logs["speed_text"] == "Speed (r=1.20e+01 f=1.20e+01 b=6.00e+00) clips/s"
+    # 2 s of the window's 8 s were spent waiting for data
+    assert logs["data_fraction"] == pytest.approx(0.25)
+    assert logs["speed_text"] == "Speed (r=1.20e+01 f=1.20e+01 b=6.00e+00) clips/s, data 25%"
     # 4 s per batch: 8 batches left in this epoch, 2 more epochs of 10 batches
     assert logs["eta_epoch"] == pytest.approx(32.0) and logs["eta_run"] == pytest.approx(32.0 + 80.0)
     # A third batch pushes the first out of the window of 2.
     logs = _batch_logs(n=4, read=0.5, fwd=0.5, bwd=0.5)
     sm.on_batch_end(trainer, 2, logs)
     assert logs["speed"]["read"] == pytest.approx(20 / 1.5)
+    assert logs["data_fraction"] == pytest.approx(1.5 / 5.5)  # window: the 4-s batch and the 1.5-s one
     sm.on_validation_end(trainer, {"val": {"seconds": 10.0}})
     logs = _batch_logs(n=4, read=0.5, fwd=0.5, bwd=0.5)
     sm.on_batch_end(trainer, 9, logs)  # last batch of epoch 1: 2 epochs + 3 validations to go

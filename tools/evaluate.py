@@ -3,7 +3,9 @@
     python -m tools.evaluate --checkpoint runs/demo/mict_resnet18/mict_resnet18_best.pth \\
         --dataset demo_data/store --clips-per-video 5
 
-Every video contributes `--clips-per-video` evenly spaced clips (the validation sampler). Clip accuracy counts
+Every video contributes `--clips-per-video` evenly spaced clips (the validation sampler), each seen through
+`--crops` spatial views: 1 centre crop, or 3 full-height crops (left/centre/right; top/centre/bottom for portrait
+video) of frames resized so that their shorter side is the crop size, the SlowFast/torchvision protocol. Clip accuracy counts
 each clip on its own; video accuracy averages the softmax over a video's clips first (R(2+1)D paper). The
 preprocessing (clip length, frame interval, resize, crop, normalisation) and class list come from the checkpoint.
 Writes `eval_<split>.json`, `per_class_<split>.csv` and `confusion_<split>.png` to `--out` (default: the
@@ -24,9 +26,11 @@ import numpy as np
 import torch
 
 from data.atomic import atomic_write, atomic_write_text
+from data.views import CROP_CHOICES
 from train.console import die, setup_logging
-from train.inference import add_device_argument, build_val_transform, load_model, resolve_device
+from train.inference import add_device_argument, load_model, resolve_device
 from train.metrics import EvalResult
+from train.multiview import view_transform
 from train.precision import PRECISIONS, Precision
 from train.trainer import evaluate
 
@@ -36,7 +40,7 @@ log = logging.getLogger(__name__)
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLike, labels: str | None = None,
                         split: str = "val", clips_per_video: int = 1, batch_size: int = 16, workers: int = 0,
                         device: torch.device | str = "cpu", precision: str = "fp32",
-                        max_batches: int | None = None) -> tuple[EvalResult, list[str]]:
+                        max_batches: int | None = None, crops: int = 1) -> tuple[EvalResult, list[str]]:
     """Evaluate `checkpoint` on `split` of `dataset`; returns the result and the class names.
 
     Raises `CheckpointError` / `ValueError` / `OSError` with one-line messages (bad checkpoint, dataset, labels).
@@ -46,14 +50,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     device = resolve_device(device)
     loaded = load_model(checkpoint, device, require_classes=True)
     model, classes, pre = loaded.model, loaded.classes, loaded.preprocess
-    transform = build_val_transform(pre)
+    transform = view_transform(pre, crops)
     # The checkpoint's class list fixes the label mapping; labels it does not know are an error.
     ds = VideoDataset(dataset, labels, split=split, clip_length=int(pre["clip_length"]),
                       frame_interval=pre["frame_interval"], transform=transform, clips_per_video=clips_per_video,
                       classes=classes, train=False)
     loader = build_loader(ds, batch_size, train=False, workers=workers)
-    log.info("evaluating %s (%s) on %s split %r: %d videos x %d clips", checkpoint, loaded.network, dataset, split,
-             len(ds.samples), clips_per_video)
+    log.info("evaluating %s (%s) on %s split %r: %d videos x %d clips x %d crops", checkpoint, loaded.network,
+             dataset, split, len(ds.samples), clips_per_video, crops)
     result = evaluate(model, loader, len(ds.samples), len(classes), device, Precision(precision, device),
                       max_batches=max_batches, progress=True)
     return result, classes
@@ -92,10 +96,11 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLi
     return path
 
 
-def format_report(result: EvalResult, classes: Sequence[str], clips_per_video: int) -> str:
-    """Summary and per-class table as text."""
+def format_report(result: EvalResult, classes: Sequence[str], clips_per_video: int, crops: int = 1) -> str:
+    """Summary and per-class table as text (`clips` counts views: clips x crops)."""
     lines = [
-        f"clips: {result.clips}  videos: {result.videos}  clips per video: {clips_per_video}",
+        f"clips: {result.clips}  videos: {result.videos}  clips per video: {clips_per_video}"
+        + (f" x {crops} crops" if crops > 1 else ""),
         f"clip@1 {result.clip_top1:6.2f}   clip@5 {result.clip_top5:6.2f}   loss {result.loss:.4f}",
         f"video@1 {result.video_top1:6.2f}  video@5 {result.video_top5:6.2f}",
         "per-class video accuracy:",
@@ -110,13 +115,13 @@ def format_report(result: EvalResult, classes: Sequence[str], clips_per_video: i
 
 
 def write_outputs(result: EvalResult, classes: Sequence[str], out_dir: str | os.PathLike, split: str,
-                  checkpoint: str | os.PathLike, clips_per_video: int) -> dict[str, Path]:
+                  checkpoint: str | os.PathLike, clips_per_video: int, crops: int = 1) -> dict[str, Path]:
     """`eval_<split>.json`, `per_class_<split>.csv`, `confusion_<split>.png` in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"eval_{split}.json", "csv": out / f"per_class_{split}.csv",
              "png": out / f"confusion_{split}.png"}
-    summary = {"checkpoint": str(checkpoint), "split": split, "clips_per_video": clips_per_video,
+    summary = {"checkpoint": str(checkpoint), "split": split, "clips_per_video": clips_per_video, "crops": crops,
                **result.as_dict(),
                "per_class": {c: (None if not np.isfinite(a) else float(a)) for c, a in zip(classes, result.per_class)},
                "confusion": result.confusion.tolist(), "classes": list(classes)}
@@ -139,6 +144,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", default=None, help="label CSV (default ROOT/labels/all.csv)")
     p.add_argument("--split", default="val", help="split of the label CSV to evaluate")
     p.add_argument("--clips-per-video", type=int, default=1, help="evenly spaced clips per video (K)")
+    p.add_argument("--crops", type=int, choices=CROP_CHOICES, default=1,
+                   help="spatial views per clip: 1 centre crop, or 3 full-height crops (softmax averaged over "
+                        "clips x crops)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     add_device_argument(p)
@@ -160,12 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(args.device)
         result, classes = evaluate_checkpoint(args.checkpoint, args.dataset, args.labels, args.split,
                                               args.clips_per_video, args.batch_size, args.workers, device,
-                                              args.precision)
+                                              args.precision, crops=args.crops)
         out_dir = args.out or args.checkpoint.parent
-        paths = write_outputs(result, classes, out_dir, args.split, args.checkpoint, args.clips_per_video)
+        paths = write_outputs(result, classes, out_dir, args.split, args.checkpoint, args.clips_per_video,
+                              args.crops)
     except (ValueError, OSError) as e:  # CheckpointError and FrameStoreError are ValueErrors
         die(str(e))
-    print(format_report(result, classes, args.clips_per_video))
+    print(format_report(result, classes, args.clips_per_video, args.crops))
     print(f"wrote {paths['json']}, {paths['csv']} and {paths['png']}")
     return 0
 

@@ -31,8 +31,10 @@ from tqdm import tqdm
 from data.atomic import atomic_write
 from data.dataset import VideoDataset
 from data.loader import build_loader
+from data.views import CROP_CHOICES
 from train.console import add_process_options, die, start_process
 from train.inference import LoadedModel, add_device_argument, build_val_transform, load_model
+from train.multiview import forward_views, view_transform
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,13 @@ log = logging.getLogger(__name__)
 @torch.inference_mode()
 def extract_features(loaded: LoadedModel, dataset_root: str | os.PathLike, split: str | None = "val",
                      labels_csv: str | None = None, clips_per_video: int = 1, batch_size: int = 8,
-                     workers: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
-    """Features of every video (and clip) of `split`; returns the arrays written by `save_features`."""
+                     workers: int = 0, progress: bool = True, crops: int = 1) -> dict[str, np.ndarray]:
+    """Features of every video (and clip) of `split`; returns the arrays written by `save_features`.
+
+    With `crops` 3 a clip's feature is the mean over its three full-height crops (`data.views`).
+    """
     pre = loaded.preprocess
-    transform = build_val_transform(pre)
+    transform = view_transform(pre, crops) if crops > 1 else build_val_transform(pre)
     ds = VideoDataset(dataset_root, labels_csv=labels_csv, split=split, clip_length=int(pre["clip_length"]),
                       frame_interval=pre["frame_interval"], transform=transform, clips_per_video=clips_per_video,
                       train=False)
@@ -55,7 +60,8 @@ def extract_features(loaded: LoadedModel, dataset_root: str | os.PathLike, split
     pos = 0
     tic = time.perf_counter()
     for clips, _, video_index in tqdm(loader, desc="features", unit="batch", disable=not progress):
-        feats = model.forward_features(clips.to(device, non_blocking=True)).float().cpu().numpy()
+        feats = forward_views(lambda v: model.forward_features(v).float(),
+                              clips.to(device, non_blocking=True)).cpu().numpy()
         # Evaluation items are ordered: item i is clip i % K of video i // K, and the loader does not shuffle.
         expected = np.arange(pos, pos + len(feats)) // k
         if not np.array_equal(video_index.numpy(), expected):
@@ -103,6 +109,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clips-per-video", type=int, default=1, help="evenly spaced clips per video (K)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    p.add_argument("--crops", type=int, choices=CROP_CHOICES, default=1,
+                   help="spatial views per clip: 1 centre crop or 3 full-height crops, features averaged")
     add_device_argument(p)
     add_process_options(p)
     return p.parse_args(argv)
@@ -122,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         arrays = extract_features(loaded, args.dataset, split=split, labels_csv=args.labels,
                                   clips_per_video=args.clips_per_video, batch_size=args.batch_size,
-                                  workers=args.workers)
+                                  workers=args.workers, crops=args.crops)
     except (ValueError, OSError) as e:  # missing root / labels / videos, corrupt databases
         die(str(e))
     info = {"network": loaded.network, "checkpoint": os.path.abspath(args.checkpoint), "split": args.split,

@@ -29,10 +29,12 @@ import torch
 
 from data.atomic import atomic_write_text
 from data.sampling import UniformClipSampler, clip_span
+from data.views import CROP_CHOICES
 from tools.timeline_plot import save_timeline_png, thumbnail, timeline_png_path
 from tools.video_source import VideoSource, VideoSourceError, assemble_clips, is_frame_store, open_source
 from train.console import add_process_options, die, start_process
-from train.inference import LoadedModel, add_device_argument, build_val_transform, eval_interval, load_model
+from train.inference import LoadedModel, add_device_argument, eval_interval, load_model
+from train.multiview import forward_views, view_transform
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ def window_indices(start: int, window: int, clip_length: int, n_frames: int) -> 
 class Predictor:
     """A loaded model plus its validation transform; predicts on one opened `VideoSource` at a time."""
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
+    def __init__(self, loaded: LoadedModel, batch_size: int = 8, crops: int = 1) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.classes = loaded.classes
@@ -81,15 +83,16 @@ class Predictor:
         pre = loaded.preprocess
         self.clip_length = int(pre["clip_length"])
         self.frame_interval = eval_interval(pre["frame_interval"])
-        self.transform = build_val_transform(pre)
+        self.crops = int(crops)
+        self.transform = view_transform(pre, self.crops)  # crops > 1: every clip is seen as `crops` views
         self.batch_size = max(1, int(batch_size))
         self._rng = np.random.default_rng(0)  # the val transform is deterministic; the API wants a generator
 
     @classmethod
     def from_checkpoint(cls, checkpoint_path: str | os.PathLike, device: str | None = "cpu",
-                        batch_size: int = 8) -> Predictor:
+                        batch_size: int = 8, crops: int = 1) -> Predictor:
         """Load `checkpoint_path` (see `load_model`) and wrap it."""
-        return cls(load_model(checkpoint_path, device), batch_size=batch_size)
+        return cls(load_model(checkpoint_path, device), batch_size=batch_size, crops=crops)
 
     @property
     def default_window(self) -> int:
@@ -99,7 +102,7 @@ class Predictor:
     @torch.inference_mode()
     def _probs(self, batch: list[torch.Tensor]) -> np.ndarray:
         x = torch.stack(batch).to(self.device, non_blocking=True)
-        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+        return forward_views(lambda v: torch.softmax(self.model(v).float(), dim=1), x).cpu().numpy()
 
     def run_clips(self, source: VideoSource, clips: Sequence[np.ndarray],
                   thumbs_for: set[int] = frozenset()) -> tuple[np.ndarray, dict[int, np.ndarray]]:
@@ -170,6 +173,7 @@ class Predictor:
             "fps": round(source.fps, 4),
             "duration_s": round(source.duration, 3),
             "clips": clips,
+            "crops": self.crops,
             "clip_length": t,
             "frame_interval": iv,
             "looped": looped,
@@ -264,6 +268,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of tables")
     add_device_argument(p)
     p.add_argument("--batch-size", type=int, default=8, help="clips per forward pass")
+    p.add_argument("--crops", type=int, choices=CROP_CHOICES, default=1,
+                   help="spatial views per clip: 1 centre crop or 3 full-height crops, softmax averaged")
     add_process_options(p)
     return p.parse_args(argv)
 
@@ -277,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.window is not None and args.window < 1) or (args.stride is not None and args.stride < 1):
         die("--window and --stride must be >= 1 frame")
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size)
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size,
+                                              crops=args.crops)
     except ValueError as e:  # CheckpointError, or a --device that is not there
         die(str(e))
     log.info("%s: %s, %d classes, clips of %d frames every %d, crop %s", args.checkpoint, predictor.loaded.network,

@@ -112,6 +112,19 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (L2 for SGD, decoupled for AdamW)")
     o.add_argument("--clip-grad-norm", type=positive_float, default=None,
                    help="clip the gradients to this L2 norm (default: no clipping)")
+    o.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the training loss (0: off)")
+    o.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup with lambda ~ Beta(ALPHA, ALPHA), drawn per clip (0: off; 0.8 is common)")
+    o.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                   help="CutMix with lambda ~ Beta(ALPHA, ALPHA), one box per clip, the same in every frame (0: off)")
+    o.add_argument("--mix-prob", type=float, default=1.0, help="chance that a clip is mixed (with --mixup/--cutmix)")
+    o.add_argument("--mix-switch-prob", type=float, default=0.5,
+                   help="chance of CutMix rather than mixup for a mixed clip when both are on")
+    o.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999), validated and "
+                        "checkpointed next to them")
+    o.add_argument("--grad-accum", type=positive_int, default=1, metavar="N",
+                   help="accumulate the gradients of N batches per optimizer step (effective batch N x --batch-size)")
     o.add_argument("--end-epoch", type=positive_int, default=30, help="last epoch (1-based, inclusive)")
     o.add_argument("--long-cycles", action=argparse.BooleanOptionalAction, default=False,
                    help="multigrid long cycle (train.multigrid)")
@@ -137,6 +150,11 @@ def build_parser(defaults: dict[str, Any] | None = None,
     r.add_argument("--max-nonfinite", type=positive_int, default=5,
                    help="stop after this many NaN/inf losses in a row (each is skipped, never trained on)")
     r.add_argument("--val-frequency", type=positive_int, default=1, help="validate every N epochs (and last)")
+    r.add_argument("--sync-bn", action="store_true",
+                   help="synchronise BatchNorm statistics across processes (DDP on CUDA GPUs only)")
+    r.add_argument("--preempt-signal", default="TERM", type=str.upper, choices=("TERM", "USR1", "USR2", "NONE"),
+                   help="signal that asks for a checkpoint and exit with code 75 (SLURM --signal); Ctrl-C "
+                        "checkpoints too and exits with 130")
     r.add_argument("--debug-mode", action="store_true", help=f"{DEBUG_BATCHES} train/val batches per epoch")
 
     out = p.add_argument_group("output")
@@ -149,7 +167,11 @@ def build_parser(defaults: dict[str, Any] | None = None,
     out.add_argument("--log-interval", type=positive_int, default=10, help="log every N batches")
     out.add_argument("--resume-epoch", type=positive_int, default=None,
                      help="resume from MODEL_DIR/<network>_ep-<E>.pth (model, optimizer, lr, scaler, RNG, ...)")
-    out.add_argument("--resume", type=Path, default=None, help="resume from this checkpoint file")
+    out.add_argument("--resume", type=Path, default=None,
+                     help="resume from this checkpoint file, or 'auto': the newest complete checkpoint in "
+                          "--model-dir (epoch or mid-epoch), a fresh start when there is none")
+    out.add_argument("--tensorboard", action="store_true",
+                     help="write TensorBoard logs to MODEL_DIR/tensorboard (needs requirements-tensorboard.txt)")
 
     if extra_args is not None:
         extra_args(p)
@@ -181,6 +203,14 @@ def parse_args(argv: Sequence[str] | None = None, defaults: dict[str, Any] | Non
         p.error(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
     if any(b <= a for a, b in zip(args.lr_steps, args.lr_steps[1:])):
         p.error(f"--lr-steps must increase, got {args.lr_steps}")
+    if not 0 <= args.label_smoothing < 1:
+        p.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.mixup < 0 or args.cutmix < 0:
+        p.error("--mixup and --cutmix take an alpha >= 0")
+    if not (0 <= args.mix_prob <= 1 and 0 <= args.mix_switch_prob <= 1):
+        p.error("--mix-prob and --mix-switch-prob must be in [0, 1]")
+    if args.ema is not None and not 0 < args.ema < 1:
+        p.error(f"--ema takes a decay in (0, 1), e.g. 0.999, got {args.ema}")
     if args.model_dir is None:
         args.model_dir = Path("runs") / (args.dataset.resolve().name or "dataset") / args.network
     if args.log_file is None:

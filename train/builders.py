@@ -24,6 +24,7 @@ from data.labels import read_labels
 from data.transforms import MEAN, STD, default_resize_short
 from network.sub_batchnorm import convert_sub_batchnorm
 from train.arguments import DEBUG_BATCHES, PRECISE_BN_BATCHES
+from train.auto_resume import find_resume_checkpoint
 from train.callbacks import Callback, CallbackList, Checkpointer, CSVHistory, MetricPrinter, PlotCurves, SpeedMonitor
 from train.checkpoint import CheckpointError, check_same_model, checkpoint_path, list_checkpoints, load_checkpoint
 from train.distributed import DistInfo, ShardSampler, select_device
@@ -32,6 +33,7 @@ from train.lr_schedule import StepLRSchedule
 from train.multigrid import MultigridSchedule
 from train.precise_bn import PreciseBN
 from train.precision import Precision, keep_batchnorm_fp32
+from train.recipe import build_criterion, build_ema, build_mixer, build_preemption, build_sync_bn
 from train.trainer import LoaderFactory, Trainer, seed_everything
 
 __all__ = ["Setup", "Datasets", "prepare", "build_datasets", "build_run_model", "build_multigrid",
@@ -75,7 +77,17 @@ class Datasets:
 
 
 def resume_path(args: argparse.Namespace) -> Path | None:
-    """The checkpoint `--resume`/`--resume-epoch` names (None for a fresh run); a missing epoch is an error."""
+    """The checkpoint `--resume`/`--resume-epoch` names (None for a fresh run); a missing epoch is an error.
+
+    `--resume auto` is resolved here, once: to the newest complete checkpoint in --model-dir, or to a fresh run.
+    """
+    if args.resume is not None and str(args.resume) == "auto":
+        found = find_resume_checkpoint(args.model_dir, args.network)
+        if found is None:
+            log.info("--resume auto: no complete %s checkpoint in %s, starting from epoch 1", args.network,
+                     args.model_dir)
+        args.resume = found
+        return found
     if args.resume is not None:
         return args.resume
     if args.resume_epoch is None:
@@ -266,6 +278,11 @@ def build_callbacks(args: argparse.Namespace, meta: dict[str, Any], resume: dict
     callbacks = CallbackList([SpeedMonitor(log_interval=args.log_interval), MetricPrinter(args.log_interval),
                               history, PlotCurves(Path(args.model_dir) / "curves.png", history), checkpointer,
                               *extra])
+    if getattr(args, "tensorboard", False) and dist_info.is_main:
+        from train.tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(Path(args.model_dir) / "tensorboard", args=_args_for_checkpoint(args),
+                                           classes=meta["classes"], log_interval=args.log_interval))
     return callbacks, checkpointer, history
 
 
@@ -320,6 +337,8 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     train_loaders = build_train_loaders(args, data, multigrid, dist_info)
     precise_bn = build_precise_bn(args, data, multigrid, dist_info)
     val_loader = build_val_loader(args, data, dist_info)
+    model = build_sync_bn(model, args, dist_info)
+    ema = build_ema(model, args)
     ddp_model: nn.Module = model
     if dist_info.distributed:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
@@ -331,7 +350,9 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
                       num_classes=len(data.classes), precision=precision, dist_info=dist_info, callbacks=callbacks,
                       seed=args.random_seed, max_batches=DEBUG_BATCHES if args.debug_mode else None,
                       val_frequency=args.val_frequency, max_nonfinite=args.max_nonfinite,
-                      clip_grad_norm=args.clip_grad_norm, precise_bn=precise_bn)
+                      clip_grad_norm=args.clip_grad_norm, precise_bn=precise_bn,
+                      criterion=build_criterion(args), mixer=build_mixer(args), ema=ema,
+                      grad_accum=args.grad_accum, preemption=build_preemption(args))
     if resume is not None:
         _restore(trainer, resume, resumed_from, end_epoch)
     elif dist_info.is_main and list_checkpoints(args.model_dir, args.network):

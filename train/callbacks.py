@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from data.atomic import atomic_write
+from train.auto_resume import list_mid_checkpoints, mid_checkpoint_path
 from train.checkpoint import best_checkpoint_path, checkpoint_path, list_checkpoints, save_checkpoint
 from train.distributed import DistInfo
 from train.metrics import WindowAverage
@@ -62,6 +63,9 @@ class Callback:
     def on_validation_end(self, trainer: TrainerState, logs: dict[str, Any]) -> None:
         pass
 
+    def on_interrupt(self, trainer: TrainerState, logs: dict[str, Any]) -> None:
+        """Training stops on a signal: `logs` has `epoch`, `batch` (done), `state` (mid-epoch), `signal`."""
+
 
 class CallbackList(Callback):
     """Calls each hook on every callback, in order (order matters: SpeedMonitor before MetricPrinter)."""
@@ -97,6 +101,9 @@ class CallbackList(Callback):
     def on_validation_end(self, trainer, logs):
         self._each("on_validation_end", trainer, logs)
 
+    def on_interrupt(self, trainer, logs):
+        self._each("on_interrupt", trainer, logs)
+
 
 # ---------------------------------------------------------------------------------------------- speed
 _RED, _YELLOW, _GREEN, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[32m", "\x1b[0m"
@@ -130,8 +137,9 @@ class SpeedMonitor(Callback):
     """Read / forward / backward speed in clips/s over a sliding window of batches, and ETAs.
 
     Read is the time spent waiting for the next batch; forward and backward are timed by the trainer with
-    device synchronisation. Adds to the batch logs `speed` (dict), `speed_text` (`Speed (r=.. f=.. b=..)
-    clips/s`), `eta_epoch` and `eta_run` (seconds). With `verbose=True` it also logs the line itself every
+    device synchronisation. Adds to the batch logs `speed` (dict), `data_fraction` (share of the step time spent
+    waiting for data: near 1 the loader is the bottleneck, near 0 the model), `speed_text` (`Speed (r=.. f=..
+    b=..) clips/s, data 12%`), `eta_epoch` and `eta_run` (seconds). With `verbose=True` it also logs the line itself every
     `log_interval` batches (otherwise MetricPrinter prints it with the metrics).
     """
 
@@ -160,13 +168,15 @@ class SpeedMonitor(Callback):
         self.batch_time.update(1, logs["time_read"] + logs["time_forward"] + logs["time_backward"])
         speed = {"read": self.read.rate, "forward": self.forward.rate, "backward": self.backward.rate}
         per_batch = self.batch_time.mean_seconds
+        read_s, step_s = self.read.seconds, self.batch_time.seconds
+        logs["data_fraction"] = read_s / step_s if step_s > 0 else float("nan")
         eta_epoch = (trainer.num_batches - batch - 1) * per_batch
         epochs_left = trainer.end_epoch - logs["epoch"]
         val_left = 0.0
         if math.isfinite(self.val_seconds) and trainer.val_loader is not None:
             val_left = self.val_seconds * (1 + epochs_left // trainer.val_frequency)
         eta_run = eta_epoch + epochs_left * trainer.num_batches * per_batch + val_left
-        logs.update(speed=speed, eta_epoch=eta_epoch, eta_run=eta_run, speed_text=self.format(speed))
+        logs.update(speed=speed, eta_epoch=eta_epoch, eta_run=eta_run, speed_text=self.format(speed, logs["data_fraction"]))
         if self.verbose and trainer.dist.is_main and (batch + 1) % self.log_interval == 0:
             log.info("Epoch [%d] Batch [%d/%d] %s, ETA epoch %s, run %s", logs["epoch"], batch + 1,
                      trainer.num_batches, logs["speed_text"], format_duration(eta_epoch), format_duration(eta_run))
@@ -174,11 +184,13 @@ class SpeedMonitor(Callback):
     def on_validation_end(self, trainer, logs):
         self.val_seconds = logs["val"]["seconds"]
 
-    def format(self, speed: dict[str, float]) -> str:
+    def format(self, speed: dict[str, float], data_fraction: float = float("nan")) -> str:
+        """`Speed (r=.. f=.. b=..) clips/s` and, when known, `, data NN%` (share of step time waiting for data)."""
         r = colour_speed(speed["read"], "read", self.colour)
         f = colour_speed(speed["forward"], "forward", self.colour)
         b = colour_speed(speed["backward"], "backward", self.colour)
-        return f"Speed (r={r} f={f} b={b}) clips/s"
+        text = f"Speed (r={r} f={f} b={b}) clips/s"
+        return text + (f", data {100 * data_fraction:.0f}%" if math.isfinite(data_fraction) else "")
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -345,9 +357,27 @@ class Checkpointer(Callback):
             self.last_path = save_checkpoint(state, checkpoint_path(self.model_dir, self.network, epoch))
             log.info("saved checkpoint %s", self.last_path)
             self._prune()
+            self._prune_mid_epoch(epoch)
         if improved:
             path = save_checkpoint(state, best_checkpoint_path(self.model_dir, self.network))
             log.info("new best %s=%.2f at epoch %d: %s", self.monitor, self.best, epoch, path)
+
+    def on_interrupt(self, trainer, logs):
+        if not trainer.dist.is_main:
+            return
+        state = dict(logs["state"])
+        state.update(self.meta)
+        state["metrics"] = {"train": None, "val": None, "best": self.best, "monitor": self.monitor}
+        path = save_checkpoint(state, mid_checkpoint_path(self.model_dir, self.network, logs["epoch"], logs["batch"]))
+        logs["checkpoint"] = path
+        self.last_path = path
+        log.info("saved mid-epoch checkpoint %s (epoch %d, %d batches done)", path, logs["epoch"], logs["batch"])
+
+    def _prune_mid_epoch(self, epoch_done: int) -> None:
+        # A mid-epoch file is superseded once its epoch has a complete checkpoint.
+        for (epoch, _), path in list_mid_checkpoints(self.model_dir, self.network).items():
+            if epoch <= epoch_done:
+                path.unlink(missing_ok=True)
 
     def _prune(self) -> None:
         if not self.keep_last:

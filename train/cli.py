@@ -9,10 +9,13 @@ are in `train.arguments`, the set-up of a run in `train.builders`.
 
 Every input is checked before anything is written: a bad dataset, checkpoint, model directory or `--gpus` ends
 with a one-line `error: ...` and exit code 2; a run that fails while training (NaN loss) exits with 1.
+On the preemption signal (`--preempt-signal`, SIGTERM by default) the run saves a mid-epoch checkpoint and exits
+with 75 (`train.preemption.EXIT_PREEMPTED`); on Ctrl-C likewise with 130. `--resume auto` continues it.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -38,6 +41,7 @@ from train.distributed import (
     torchrun_command,
 )
 from train.precision import NonFiniteLossError
+from train.preemption import TrainingInterrupted
 
 __all__ = ["main", "run", "train", "parse_args", "build_parser", "prepare", "TrainResult", "plain_log_files"]
 
@@ -97,7 +101,12 @@ def train(setup: Setup) -> TrainResult:
                  f", {setup.dist.world_size} processes" if setup.dist.distributed else "")
         log.info("optimizer %s, lr %g (weight decay %g), batch %d per process%s", args.optimizer, args.lr_base,
                  args.weight_decay, args.batch_size, f", momentum {args.momentum}" if args.optimizer == "sgd" else "")
-    history = setup.trainer.fit()
+    if args.grad_accum > 1 and setup.dist.is_main:
+        log.info("gradient accumulation: %d batches per optimizer step (effective batch %d per process)",
+                 args.grad_accum, args.grad_accum * args.batch_size)
+    preemption = setup.trainer.preemption
+    with preemption if preemption is not None else contextlib.nullcontext():
+        history = setup.trainer.fit()
     ck = setup.checkpointer
     best = best_checkpoint_path(args.model_dir, args.network)
     result = TrainResult(model_dir=Path(args.model_dir), history=history,
@@ -180,6 +189,14 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
         train(setup)
     except NonFiniteLossError as e:
         die(str(e), code=1)
+    except TrainingInterrupted as e:
+        where = f"saved {e.checkpoint}" if e.checkpoint else "checkpoint written by rank 0"
+        print(f"{e.signal_name}: stopped at epoch {e.epoch} after batch {e.batch}, {where}; resume with the same "
+              f"command and --resume auto", file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        die("interrupted before a checkpoint could be written; rerun with --resume auto to continue from the "
+            "newest checkpoint", code=130)
     except (ValueError, OSError) as e:
         die(str(e))
     finally:

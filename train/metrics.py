@@ -41,6 +41,11 @@ class WindowAverage:
         return sum(a for a, _ in self._items) / seconds if seconds > 0 else float("nan")
 
     @property
+    def seconds(self) -> float:
+        """Total seconds in the window."""
+        return sum(s for _, s in self._items)
+
+    @property
     def mean_seconds(self) -> float:
         return sum(s for _, s in self._items) / len(self._items) if self._items else float("nan")
 

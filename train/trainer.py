@@ -10,6 +10,16 @@ Randomness is re-seeded at the start of every epoch from (seed, epoch, rank), an
 `set_epoch` on the sampler and the dataset, so an epoch's data order, augmentation and dropout depend only on
 those: resuming from a checkpoint continues exactly as an uninterrupted run would (the RNG states are also
 stored in the checkpoint and restored).
+
+Preemption: given a `preemption` flag (`train.preemption.PreemptionHandler`), the trainer checks it after every
+optimizer step on every rank; on a signal it hands a mid-epoch state to the callbacks' `on_interrupt` (the
+checkpointer writes it) and raises `TrainingInterrupted`. Resuming such a state replays the interrupted epoch's
+first batches through the loader without training on them (so every data draw, in the main process or in the
+workers, is the one an uninterrupted run makes), then restores the RNG states saved at the interruption.
+
+Recipe options: `grad_accum` micro-batches per optimizer step (the lr follows the step, not the micro-batch),
+`mixer` (`train.mixing.ClipMixer`, soft targets) and `ema` (`train.ema.ModelEMA`, updated after every step,
+validated and checkpointed next to the raw weights).
 """
 from __future__ import annotations
 
@@ -29,8 +39,10 @@ from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_redu
 from train.loaders import EpochInfo
 from train.lr_schedule import StepLRSchedule
 from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
+from train.multiview import flatten_views
 from train.precise_bn import PreciseBN
 from train.precision import NonFiniteGuard, Precision
+from train.preemption import TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +73,8 @@ class TrainerHooks(Protocol):
     def on_batch_end(self, trainer: Any, batch: int, logs: dict[str, Any]) -> None: ...
 
     def on_validation_end(self, trainer: Any, logs: dict[str, Any]) -> None: ...
+
+    def on_interrupt(self, trainer: Any, logs: dict[str, Any]) -> None: ...
 
 
 class _NoHooks:
@@ -122,6 +136,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_videos: int, num_classes: i
         clips, labels, video_index = _unpack(batch)
         if video_index is None:
             raise ValueError("evaluation batches must carry the video index of each clip")
+        clips, labels, video_index = flatten_views(clips, labels, video_index)  # multi-view: N x V clips
         clips = clips.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with precision.autocast() if precision else contextlib.nullcontext():
@@ -147,7 +162,8 @@ class Trainer:
                  precision: Precision | None = None, dist_info: DistInfo | None = None,
                  callbacks: TrainerHooks | None = None, start_epoch: int = 1, seed: int = 0,
                  max_batches: int | None = None, val_frequency: int = 1, max_nonfinite: int = 5,
-                 clip_grad_norm: float | None = None, precise_bn: PreciseBN | None = None) -> None:
+                 clip_grad_norm: float | None = None, precise_bn: PreciseBN | None = None,
+                 preemption: Any = None, grad_accum: int = 1, mixer: Any = None, ema: Any = None) -> None:
         self.dist = dist_info or DistInfo()
         self.precise_bn = precise_bn
         self.device = self.dist.device
@@ -173,6 +189,14 @@ class Trainer:
         self.loader_info: EpochInfo | None = None
         self.history: list[dict[str, Any]] = []
         self.stop_training = False
+        self.preemption = preemption
+        if grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+        self.grad_accum = int(grad_accum)
+        self.mixer = mixer
+        self.ema = ema
+        self.val_criterion = nn.CrossEntropyLoss()  # validation loss stays plain cross-entropy (no smoothing)
+        self._mid_epoch: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[dict[str, Any]]:
@@ -196,10 +220,15 @@ class Trainer:
                 val["seconds"] = seconds + bn_seconds
                 val["precise_bn_seconds"] = bn_seconds
                 logs["val"] = val
+                if self.ema is not None:
+                    val.update(self._validate_ema())
                 self.callbacks.on_validation_end(self, {"epoch": epoch, "val": val, "result": result})
             logs["lr"] = self.scheduler.current_lr
             self.history.append(logs)
             self.callbacks.on_epoch_end(self, epoch, logs)
+            if self.preemption is not None and epoch < self.end_epoch and self.preemption.should_stop(self.dist):
+                # Signalled during validation or the checkpoint: stop before the next epoch starts.
+                self._interrupt(epoch + 1, 0, ClassificationSums())
             if self.stop_training:
                 log.info("training stopped after epoch %d", epoch)
                 break
@@ -210,6 +239,8 @@ class Trainer:
         """One epoch over the loader the factory gives for `epoch`; returns sample-weighted figures."""
         seed = epoch_seed(self.seed, epoch, self.dist.rank)
         seed_everything(seed)
+        if self.mixer is not None:
+            self.mixer.reseed(seed)
         loader, info = self.loader_for_epoch(epoch)
         self.loader_info = info
         self.num_batches = len(loader) if self.max_batches is None else min(len(loader), self.max_batches)
@@ -217,14 +248,34 @@ class Trainer:
         self.model.train()
         self.callbacks.on_epoch_begin(self, epoch, {"info": self.loader_info, "num_batches": self.num_batches})
         sums = ClassificationSums()
+        mid, self._mid_epoch = (self._mid_epoch if self._mid_epoch and self._mid_epoch["epoch"] == epoch
+                                else None), None
+        skip = int(mid["batches_done"]) if mid else 0
+        if mid and self.dist.is_main:  # the saved sums are over all ranks: count them once
+            sums = ClassificationSums.from_tensor(mid["sums"])
+        resumed_clips = ClassificationSums.from_tensor(mid["sums"]).count if mid else 0
+        if skip and self.dist.is_main:
+            log.info("resuming epoch %d after batch %d: replaying the loader up to there (no training)", epoch, skip)
         epoch_start = time.perf_counter()
         t_end = epoch_start
+        accum = self.grad_accum
         for i, batch in enumerate(loader):
             if i >= self.num_batches:
                 break
+            if i < skip:
+                if i == skip - 1:  # the next batch is the first one the interrupted run did not train on
+                    restore_rng_state(mid["rng"])
+                    if self.mixer is not None and mid.get("mixer"):
+                        self.mixer.load_state_dict(mid["mixer"])
+                t_end = time.perf_counter()
+                continue
             t_read = time.perf_counter() - t_end
             clips, labels, _ = _unpack(batch)
-            progress = (epoch - 1) + i / max(self.num_batches, 1)
+            group_start = i - i % accum
+            group_len = min(accum, self.num_batches - group_start)
+            last_in_group = i == group_start + group_len - 1
+            # One optimizer step per group of micro-batches: the lr is that of the step, as with the big batch.
+            progress = (epoch - 1) + group_start / max(self.num_batches, 1)
             lr = self.scheduler.step(progress, lr_scale)
             logs: dict[str, Any] = {"epoch": epoch, "batch": i, "lr": lr, "shape": tuple(clips.shape),
                                     "batch_size": int(clips.shape[0]), "cycle": self._cycle(i, info)}
@@ -233,9 +284,18 @@ class Trainer:
             t0 = time.perf_counter()
             clips = clips.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
+            targets = labels
+            if self.mixer is not None:
+                clips, targets = self.mixer(clips, labels, self.num_classes)
+            if i == group_start:
+                self.optimizer.zero_grad(set_to_none=True)
+            # DDP: all-reduce the gradients once per optimizer step, not per micro-batch.
+            no_sync = (self.model.no_sync() if not last_in_group and hasattr(self.model, "no_sync")
+                       else contextlib.nullcontext())
+            no_sync.__enter__()
             with self.precision.autocast():
                 logits = self.model(clips)
-                loss = self.criterion(logits.float(), labels)
+                loss = self.criterion(logits.float(), targets)
             _sync(self.device)
             t1 = time.perf_counter()
 
@@ -243,12 +303,15 @@ class Trainer:
             finite = all_ranks_true(bool(torch.isfinite(loss).item()), self.dist)
             stepped = False
             if self.guard.check(finite, f"epoch {epoch} batch {i}"):
-                self.optimizer.zero_grad(set_to_none=True)
-                self.precision.backward(loss)
+                self.precision.backward(loss / group_len if group_len > 1 else loss)
+            no_sync.__exit__(None, None, None)
+            if finite and last_in_group:
                 stepped = self.precision.step(self.optimizer, self.clip_grad_norm)
                 if not stepped:
                     log.warning("epoch %d batch %d: gradients overflowed in fp16, step skipped (scale %.0f)",
                                 epoch, i, self.precision.scaler.get_scale())
+                elif self.ema is not None:
+                    self.ema.update(unwrap_model(self.model))
             _sync(self.device)
             t2 = time.perf_counter()
 
@@ -261,6 +324,8 @@ class Trainer:
                         epoch_top1=sums.summary()["top1"] if sums.count else float("nan"),
                         epoch_top5=sums.summary()["top5"] if sums.count else float("nan"))
             self.callbacks.on_batch_end(self, i, logs)
+            if self.preemption is not None and last_in_group and self.preemption.should_stop(self.dist):
+                self._interrupt(epoch, i + 1, sums)
             t_end = time.perf_counter()
 
         if self.precise_bn is not None:
@@ -269,7 +334,7 @@ class Trainer:
         total = ClassificationSums.from_tensor(all_reduce_sum(sums.as_tensor(), self.dist))
         out = total.summary()
         out["seconds"] = seconds
-        out["clips_per_s"] = total.count / max(seconds, 1e-9)
+        out["clips_per_s"] = (total.count - resumed_clips) / max(seconds, 1e-9)  # clips trained in this process
         out["nonfinite"] = self.guard.total
         return out
 
@@ -279,7 +344,33 @@ class Trainer:
         broadcast_buffers(unwrap_model(self.model), self.dist)
         # The bare module: DDP's forward would broadcast buffers, and shards may differ in length by a batch.
         return evaluate(unwrap_model(self.model), self.val_loader, self.num_val_videos, self.num_classes, self.device,
-                        self.precision, self.criterion, self.dist, self.max_batches)
+                        self.precision, self.val_criterion, self.dist, self.max_batches)
+
+    def _validate_ema(self) -> dict[str, float]:
+        """The EMA weights' validation figures, keyed `ema_<name>`."""
+        broadcast_buffers(self.ema.module, self.dist)
+        result = evaluate(self.ema.module, self.val_loader, self.num_val_videos, self.num_classes, self.device,
+                          self.precision, self.val_criterion, self.dist, self.max_batches)
+        figures = {f"ema_{k}": v for k, v in result.as_dict().items() if isinstance(v, (int, float))}
+        if self.dist.is_main:
+            log.info("Epoch [%d] val (EMA weights): loss=%.4f clip@1=%.2f video@1=%.2f video@5=%.2f", self.epoch,
+                     figures.get("ema_loss", float("nan")), figures.get("ema_clip_top1", float("nan")),
+                     figures.get("ema_video_top1", float("nan")), figures.get("ema_video_top5", float("nan")))
+        return figures
+
+    def _interrupt(self, epoch: int, batches_done: int, sums: ClassificationSums) -> None:
+        """Hand the mid-epoch state to the callbacks (rank 0 saves it) and raise `TrainingInterrupted`."""
+        name = self.preemption.signal_name or "signal"
+        state = self.state_dict()
+        state["epoch"] = epoch - 1  # completed epochs; `mid_epoch` says how far into the next one
+        # Every rank is here (the stop is agreed), so the epoch's running sums can be reduced for the file.
+        state["mid_epoch"] = {"epoch": epoch, "batches_done": batches_done,
+                              "sums": all_reduce_sum(sums.as_tensor(), self.dist),
+                              "rng": capture_rng_state(),
+                              "mixer": self.mixer.state_dict() if self.mixer is not None else {}}
+        logs: dict[str, Any] = {"epoch": epoch, "batch": batches_done, "state": state, "signal": name}
+        self.callbacks.on_interrupt(self, logs)
+        raise TrainingInterrupted(name, epoch, batches_done, logs.get("checkpoint"))
 
     @staticmethod
     def _cycle(batch_index: int, info: EpochInfo) -> int | None:
@@ -299,6 +390,7 @@ class Trainer:
             "epoch": self.epoch,
             "multigrid": factory_state,
             "rng": capture_rng_state(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -312,4 +404,10 @@ class Trainer:
         if state.get("rng"):
             restore_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"]) + 1
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        mid = state.get("mid_epoch")
+        if mid:
+            self._mid_epoch = dict(mid)
+            self.start_epoch = int(mid["epoch"])
         self.epoch = self.start_epoch

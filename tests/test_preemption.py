@@ -1,0 +1,255 @@
+"""Preemption and auto-resume: a real signal to a real training process, mid-epoch checkpoints, --resume auto."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train_util import make_store, tiny_train_argv
+from train.auto_resume import find_resume_checkpoint, list_mid_checkpoints, mid_checkpoint_path, resume_candidates
+from train.checkpoint import checkpoint_path, load_checkpoint
+from train.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, PreemptionHandler, parse_signal
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    # 18 training videos in batches of 2: 9 steps per epoch, time enough to signal a run in the middle.
+    return make_store(tmp_path_factory.mktemp("preempt_store"), classes=2, videos_per_class=12, frames=12,
+                      size=(32, 40))
+
+
+def _argv(store: Path, model_dir: Path, workers: int, *extra: str) -> list[str]:
+    argv = tiny_train_argv(store, model_dir, "--end-epoch", "2", "--batch-size", "2", *extra)
+    argv[argv.index("--workers") + 1] = str(workers)
+    return [sys.executable, "-m", "train", *argv]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+
+
+def _run_and_signal(cmd: list[str], sig: int, after: str) -> tuple[int, str]:
+    """Start `cmd`, send `sig` once a log line contains `after`, return (exit code, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    sent = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if after in line and not sent.is_set():
+                sent.set()
+                proc.send_signal(sig)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        rc = proc.wait(timeout=RUN_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(timeout=10)
+    assert sent.is_set(), "the run ended before the signal could be sent:\n" + "".join(lines[-20:])
+    return rc, "".join(lines)
+
+
+# The recipe options carry state across the interruption too: EMA weights, the mixing generator, accumulated steps.
+RECIPE = ("--ema", "0.9", "--mixup", "0.2", "--cutmix", "1.0", "--label-smoothing", "0.1", "--grad-accum", "2")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_mid_epoch_then_resume_auto_gives_the_weights_of_an_uninterrupted_run(store, tmp_path, workers):
+    whole = tmp_path / "whole"
+    done = _run(_argv(store, whole, workers, *RECIPE))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    parts = tmp_path / "parts"
+    cmd = _argv(store, parts, workers, "--resume", "auto", *RECIPE)
+    rc, err = _run_and_signal(cmd, signal.SIGTERM, "Epoch [1] Batch [2/9]")
+    assert rc == EXIT_PREEMPTED, err[-2000:]
+    assert "SIGTERM: stopped at epoch 1" in err and "--resume auto" in err
+    mids = list_mid_checkpoints(parts, "mict_resnet18")
+    assert len(mids) == 1
+    (epoch, batches), path = next(iter(mids.items()))
+    assert epoch == 1 and 2 <= batches < 9 and batches % 2 == 0  # stops after a whole accumulation group
+    ckpt = load_checkpoint(path)
+    assert ckpt["mid_epoch"]["batches_done"] == batches and ckpt["epoch"] == 0
+    assert {"optimizer", "scheduler", "scaler", "rng", "multigrid"} <= set(ckpt)
+
+    resumed = _run(cmd)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming epoch 1 after batch {batches}" in resumed.stderr
+    assert not list_mid_checkpoints(parts, "mict_resnet18")  # superseded by the epoch checkpoints
+    final_a = load_checkpoint(checkpoint_path(whole, "mict_resnet18", 2))
+    final_b = load_checkpoint(checkpoint_path(parts, "mict_resnet18", 2))
+    for key in ("model", "ema"):
+        a, b = (final_a[key], final_b[key]) if key == "model" else (final_a[key]["model"], final_b[key]["model"])
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), (key, name)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_one_line(store, tmp_path):
+    cmd = _argv(store, tmp_path / "run", 0, "--tensorboard")
+    rc, err = _run_and_signal(cmd, signal.SIGINT, "Epoch [1] Batch [1/9]")
+    assert rc == EXIT_INTERRUPTED
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "SIGINT: stopped at epoch 1" in err and "--resume auto" in err
+    assert len(list_mid_checkpoints(tmp_path / "run", "mict_resnet18")) == 1
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))  # --tensorboard via the CLI
+
+
+def _fake_checkpoint(path: Path) -> None:
+    torch.save({"format": "videotrain-ckpt-1", "network": "net", "num_classes": 1, "classes": ["a"],
+                "model_kwargs": {}, "preprocess": {k: 1 for k in ("clip_length", "crop_size", "resize_short",
+                                                                   "frame_interval", "mean", "std")},
+                "model": {"w": torch.zeros(1)}, "epoch": 1}, path)
+
+
+def test_resume_auto_takes_the_newest_complete_checkpoint_and_skips_corrupt_ones(tmp_path, caplog):
+    assert find_resume_checkpoint(tmp_path, "net") is None  # nothing there: a fresh start
+    ep1, ep2 = checkpoint_path(tmp_path, "net", 1), checkpoint_path(tmp_path, "net", 2)
+    mid2, mid3 = mid_checkpoint_path(tmp_path, "net", 2, 5), mid_checkpoint_path(tmp_path, "net", 3, 4)
+    for p in (ep1, ep2, mid2):
+        _fake_checkpoint(p)
+    mid3.write_bytes(b"PK\x03\x04 truncated")  # a half-copied file
+    (tmp_path / ".net_ep-0004.pth.tmp").write_bytes(b"")  # an unfinished atomic write is never a candidate
+    assert resume_candidates(tmp_path, "net") == [mid3, ep2, mid2, ep1]
+    assert find_resume_checkpoint(tmp_path, "net") == ep2
+    assert any("skipping" in r.message and mid3.name in r.message for r in caplog.records)
+
+
+def test_preemption_handler_sets_a_flag_and_a_second_ctrl_c_aborts():
+    with PreemptionHandler([signal.SIGUSR1]) as handler:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        assert handler.requested and handler.signal_name == "SIGUSR1"
+    with PreemptionHandler([signal.SIGTERM]) as handler:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert handler.signal_name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None)
+    assert parse_signal("usr1") == signal.SIGUSR1 and parse_signal("NONE") is None
+    with pytest.raises(ValueError):
+        parse_signal("KILL")
+
+
+def _rank_signalled(rank: int, world: int, port: int, store: str, out: str) -> None:
+    """One rank of a 2-process run in which only rank 1 gets SIGUSR1, during its first step."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from train import cli
+    from train.callbacks import Callback
+    from train.distributed import cleanup, init_distributed
+    from train.preemption import TrainingInterrupted
+
+    class SignalRankOne(Callback):
+        def on_batch_end(self, trainer, batch, logs):
+            if rank == 1 and logs["epoch"] == 1 and batch == 0:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                time.sleep(0.1)  # let the handler run before the step's stop check
+
+    args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--batch-size", "2", "--end-epoch", "2",
+                                          "--preempt-signal", "USR1"))
+    info = init_distributed()
+    result: dict = {"rank": rank}
+    try:
+        setup = cli.prepare(args, info, extra_callbacks=[SignalRankOne()])
+        try:
+            cli.train(setup)
+        except TrainingInterrupted as e:
+            result.update(signal=e.signal_name, epoch=e.epoch, batch=e.batch,
+                          checkpoint=str(e.checkpoint) if e.checkpoint else None)
+        result["params"] = {k: v.detach().clone() for k, v in setup.model.named_parameters()}
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        cleanup()
+
+
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.test_distributed import _free_port
+
+    store = make_store(tmp_path / "data", classes=2, videos_per_class=8)  # 12 train videos: 3 steps per rank
+    ctx = mp.spawn(_rank_signalled, args=(2, _free_port(), str(store), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.terminate()
+            pytest.fail(f"the two ranks did not stop within {RUN_TIMEOUT_S} s (a rank left waiting?)")
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert (r0["signal"], r0["epoch"], r0["batch"]) == (r1["signal"], r1["epoch"], r1["batch"]) == ("SIGUSR1", 1, 1)
+    assert r1["checkpoint"] is None and r0["checkpoint"].endswith("mict_resnet18_ep-0001_batch-000001.pth")
+    ckpt = load_checkpoint(r0["checkpoint"])
+    assert ckpt["mid_epoch"]["batches_done"] == 1
+    assert ckpt["mid_epoch"]["sums"][-1] == 4  # the running sums of both ranks: 2 ranks x 1 batch of 2 clips
+    for k in r0["params"]:
+        assert torch.equal(r0["params"][k], r1["params"][k]), k
+
+
+class _StopAtCall:
+    """A preemption flag that asks to stop at its `n`-th check (the trainer checks after every step and epoch)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+        self.signal_name = "SIGTERM"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def should_stop(self, dist_info) -> bool:
+        self.calls += 1
+        return self.calls >= self.n
+
+
+def test_mid_epoch_resume_inside_a_multigrid_schedule_equals_the_uninterrupted_run(tmp_path):
+    from train import cli
+    from train.preemption import TrainingInterrupted
+
+    torch.set_num_threads(1)
+    store = make_store(tmp_path / "data", classes=2, videos_per_class=24)
+
+    def argv(model_dir: Path, *extra: str) -> list[str]:
+        return tiny_train_argv(store, model_dir, "--long-cycles", "--short-cycles", "--end-epoch", "4", "--lr-steps",
+                               "2", "--batch-size", "1", "--debug-mode", "--val-frequency", "4", *extra)
+
+    whole = cli.prepare(cli.parse_args(argv(tmp_path / "whole")))
+    cli.train(whole)
+
+    parts_dir = tmp_path / "parts"
+    first = cli.prepare(cli.parse_args(argv(parts_dir, "--resume", "auto")))
+    first.trainer.preemption = _StopAtCall(6)  # epoch 1: 3 steps + the epoch check; epoch 2: after its 2nd step
+    with pytest.raises(TrainingInterrupted) as stop:
+        cli.train(first)
+    assert (stop.value.epoch, stop.value.batch) == (2, 2)
+    ckpt = load_checkpoint(stop.value.checkpoint)
+    assert ckpt["multigrid"] and ckpt["mid_epoch"]["batches_done"] == 2
+    second = cli.prepare(cli.parse_args(argv(parts_dir, "--resume", "auto")))
+    assert second.trainer.start_epoch == 2
+    cli.train(second)
+    a = load_checkpoint(checkpoint_path(tmp_path / "whole", "mict_resnet18", 4))["model"]
+    b = load_checkpoint(checkpoint_path(parts_dir, "mict_resnet18", 4))["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
