@@ -352,6 +352,8 @@ def video_resnet(family: str, depth: int, num_classes: int = 400, dropout: float
         raise ValueError(f"{family} has no depth {depth}; valid depths: {', '.join(map(str, fam.depths))}")
     if layout is None:
         layout = default_layout(depth)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     if layout not in fam.layouts:
         raise ValueError(f"{family}_{depth} has no layout {layout!r}; valid: {', '.join(fam.layouts)}")
     block, layers = DEPTHS[depth]
