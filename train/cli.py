@@ -53,6 +53,7 @@ from train.loaders import FixedLoader, MultigridLoaders
 from train.lr_schedule import StepLRSchedule
 from train.precise_bn import PreciseBN
 from train.precision import PRECISIONS, NonFiniteLossError, Precision, keep_batchnorm_fp32
+from train.temporal_gates import temporal_gates_callbacks
 from train.trainer import Trainer, seed_everything
 
 log = logging.getLogger("train")
@@ -170,6 +171,8 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--clip-grad-norm", type=_positive_float, default=None,
                    help="clip the gradients to this L2 norm (default: no clipping)")
     o.add_argument("--end-epoch", type=_positive_int, default=30, help="last epoch (1-based, inclusive)")
+    o.add_argument("--temporal-gates-from", type=_positive_int, default=None, metavar="EPOCH",
+                   help="srtg_* models: temporal gates off before EPOCH, on from it (train.temporal_gates)")
     o.add_argument("--long-cycles", action="store_true", help="multigrid long cycle (data.multigrid)")
     o.add_argument("--short-cycles", action="store_true", help="multigrid short cycle (data.multigrid)")
     o.add_argument("--multigrid-lr-scaling", choices=("auto", "linear", "sqrt", "none"), default="auto",
@@ -507,7 +510,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
                                 keep_last=args.keep_last, best_so_far=best_so_far)
     callbacks = CallbackList([SpeedMonitor(log_interval=args.log_interval), MetricPrinter(args.log_interval),
                               history, PlotCurves(Path(args.model_dir) / "curves.png", history), checkpointer,
-                              *extra_callbacks])
+                              *temporal_gates_callbacks(args, model, checkpointer, resume_ckpt), *extra_callbacks])
     max_batches = DEBUG_BATCHES if args.debug_mode else None
     trainer = Trainer(ddp_model, optimizer, factory, scheduler=scheduler, end_epoch=end_epoch, val_loader=val_loader,
                       num_val_videos=len(val_ds.samples) if val_ds is not None else 0, num_classes=len(classes),
