@@ -85,7 +85,7 @@ TARGET_VIDEO_TOP1 = 90.0
 
 
 def train_defaults(cfg: DemoConfig = FULL, network: str = "mict_resnet18", store: Path = Path("demo_data/store"),
-                   run_dir: Path | None = None) -> dict:
+                   run_dir: Path | None = None, temporal_gates_from: int | None = None) -> dict:
     """The trainer settings of the demo, as `train.cli` argument defaults (also used by `train_demo.py`)."""
     from train.cli import _model_arg
 
@@ -101,6 +101,7 @@ def train_defaults(cfg: DemoConfig = FULL, network: str = "mict_resnet18", store
         "clip_grad_norm": cfg.clip_grad_norm,
         "val_clips_per_video": cfg.val_clips_per_video, "log_interval": 5, "keep_last": 2,
         "random_seed": cfg.seed, "width_mult": cfg.width_mult, "model_arg": model_args,
+        "temporal_gates_from": temporal_gates_from,
     }
 
 
@@ -182,6 +183,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="processes for generation and conversion")
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--temporal-gates-from", type=int, default=None, metavar="EPOCH",
+                   help="srtg_* networks: temporal gates on from this epoch (outputs in RUN_DIR/NETWORK_gatesEPOCH)")
     return p.parse_args(argv)
 
 
@@ -192,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = replace(cfg, end_epoch=args.epochs, lr_steps=tuple(s for s in cfg.lr_steps if s < args.epochs))
     data_dir = args.data_dir / "quick" if args.quick else args.data_dir
     run_dir = args.run_dir / (f"quick_{args.network}" if args.quick else args.network)
+    if args.temporal_gates_from is not None:
+        run_dir = run_dir.with_name(f"{run_dir.name}_gates{args.temporal_gates_from}")
     if args.threads:
         torch.set_num_threads(args.threads)
     setup_logging()
@@ -210,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own previous outputs for this network
     run_dir.mkdir(parents=True)
-    train_args = train_parse_args([], defaults=train_defaults(cfg, args.network, store, run_dir))
+    train_args = train_parse_args([], defaults=train_defaults(cfg, args.network, store, run_dir,
+                                                                      args.temporal_gates_from))
     setup_logging(log_file=str(train_args.log_file))
     _plain_log_files()
     t = time.perf_counter()
