@@ -441,11 +441,16 @@ def _groups(names: Sequence[str]) -> list[list[str]]:
     groups, placed = [], set()
     for group in GROUPS:
         members = [n for n in group if n in chosen]
-        if members:
+        if len(members) > 1:  # a lone member joins its twins below instead
             groups.append(members)
             placed.update(members)
-    groups += [[n] for n in chosen if n not in placed]
-    return groups
+    # an srtg_ model, its gated form and its plain twin in one layout are timed together: the SR and gate costs
+    twins: dict[tuple[str, object], list[str]] = {}
+    for n in chosen:
+        if n not in placed:
+            base, kw = split_spec(n)
+            twins.setdefault((base.removeprefix("srtg_"), kw.get("layout")), []).append(n)
+    return groups + list(twins.values())
 
 
 def run(args: argparse.Namespace, command: str = "python -m tools.bench_models") -> str:
