@@ -82,6 +82,8 @@ class SqueezeRecursion(nn.Module):
         self.channels = channels
         self.mode = mode
         self.temporal_gates = temporal_gates
+        #: the per-sample decision of the last gated forward (`(N,)` bool), for monitoring how many samples pass
+        self.last_consistent: Tensor | None = None
         # batch_first changes no parameter: the reference's time-first LSTM weights load as they are
         self.lstm = nn.LSTM(channels, channels, num_layers=num_layers, batch_first=True)
 
@@ -93,6 +95,7 @@ class SqueezeRecursion(nn.Module):
         if not self.temporal_gates:
             return out
         keep = cycle_consistent(squeezed, hidden)
+        self.last_consistent = keep
         return torch.where(keep.view(-1, 1, 1, 1, 1), out, x)
 
     def extra_repr(self) -> str:

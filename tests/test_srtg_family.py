@@ -400,3 +400,11 @@ def test_bench_models_takes_layout_and_gates_specs(tmp_path):
           "--options", "", "--out", str(out), "--log-level", "WARNING"])
     text = out.read_text()
     assert "| cpu | ir_csn_50 | 2.87 | 2x32x32 |" in text and "| cpu | srtg_ir_csn_50+gates | 23.05 | 2x32x32 |" in text
+
+
+def test_gated_block_records_its_last_decision():
+    sr = SqueezeRecursion(6, mode="raw", temporal_gates=True).eval()
+    assert sr.last_consistent is None
+    with torch.no_grad():
+        sr(torch.rand(3, 6, 4, 2, 2))
+    assert sr.last_consistent.shape == (3,) and sr.last_consistent.dtype == torch.bool
