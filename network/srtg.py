@@ -17,8 +17,9 @@ the states is v~_i = sum_j softmax_j(-||u_i - v_j||^2) v_j; frame i cycles back 
 v~_i is u_i itself and the state nearest to v~_i is v_i, the state of the same time step. A pure U -> V -> U
 cycle cannot see time order (any permutation of U would pass), so the second condition ties the cycle to time.
 The test runs both ways (U -> V -> U and V -> U -> V); a sample is consistent when every frame cycles back both
-ways (a one-frame sequence always passes). `soft_nearest_neighbour` is differentiable; the decision itself is hard (argmin, all frames) and carries
-no gradient, so the LSTM learns only from the samples whose recalibration was applied. The reference code's
+ways (a one-frame sequence always passes). `soft_nearest_neighbour` is differentiable; the decision itself is
+hard (argmin, all frames) and carries no gradient, so the LSTM learns only from the samples whose recalibration
+was applied. The reference code's
 gate zeroes its own mask (an in-place scatter), so with its gates on the block returns its input; every
 reference `srtg_*` model ships with the gates off, and the author trained 30-50 epochs before switching them on
 (see `train.temporal_gates` for doing that here).
