@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from network import CheckpointError, build_model, count_parameters, list_models, load_weights
 import network.srtg as srtg_module
+from network import CheckpointError, build_model, count_parameters, list_models, load_weights
 from network.resnet3d import DEPTHS, DepthwiseConv3x3x3, VideoResNet, video_resnet
 from network.srtg import SqueezeRecursion, cycle_consistent, set_temporal_gates, soft_nearest_neighbour
 
