@@ -8,7 +8,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["VideoClassifier", "count_parameters", "scale_channels", "to_channels_last"]
+__all__ = ["STAGE_WIDTHS", "VideoClassifier", "count_parameters", "scale_channels", "stage_widths",
+           "to_channels_last"]
+
+#: Output channels of the stem and the four stages of every ResNet in the zoo (2D and 3D).
+STAGE_WIDTHS = (64, 128, 256, 512)
 
 
 def scale_channels(channels: int, width_mult: float) -> int:
@@ -16,6 +20,11 @@ def scale_channels(channels: int, width_mult: float) -> int:
     if width_mult <= 0:
         raise ValueError(f"width_mult must be > 0, got {width_mult}")
     return max(1, int(round(channels * width_mult)))
+
+
+def stage_widths(width_mult: float) -> list[int]:
+    """Output channels of the stem and the four stages at `width_mult`."""
+    return [scale_channels(c, width_mult) for c in STAGE_WIDTHS]
 
 
 class VideoClassifier(nn.Module):

@@ -6,17 +6,11 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .base import scale_channels
+from .base import stage_widths
 
 __all__ = ["BasicBlock2d", "make_stage", "stage_widths", "init_2d", "BN_KEYS"]
 
-STAGE_WIDTHS = (64, 128, 256, 512)
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
-def stage_widths(width_mult: float) -> list[int]:
-    """Output channels of the stem and the four stages at `width_mult`."""
-    return [scale_channels(c, width_mult) for c in STAGE_WIDTHS]
 
 
 class BasicBlock2d(nn.Module):

@@ -1,28 +1,49 @@
-"""R3D, MC3 and R(2+1)D video ResNets (Tran et al., "A Closer Look at Spatiotemporal Convolutions", CVPR 2018).
+"""R3D, MC3, R(2+1)D and CSN video ResNets (Tran et al., CVPR 2018 and ICCV 2019), plain and with
+Squeeze and Recursion (SRTG, Stergiou & Poppe 2021), in two layouts.
 
-The module tree and parameter names are torchvision's (`torchvision.models.video.resnet`): `r3d_18`, `mc3_18` and
-`r2plus1d_18` load a torchvision state_dict strictly and give the same outputs; `r3d_34` and `r2plus1d_34` use the
-same layout with [3, 4, 6, 3] blocks (the layout of the IG-65M R(2+1)D-34 checkpoints). The `srtg_*` variants add a
-Squeeze-and-Recursion block (network/srtg.py) to every residual block; their extra tensors live under
-`layerX.Y.sr.*`, everything else keeps the plain names, so plain checkpoints load into them by name.
+`layout="torchvision"`: the module tree and parameter names are torchvision's
+(`torchvision.models.video.resnet`): `r3d_18`, `mc3_18` and `r2plus1d_18` load a torchvision state_dict strictly
+and give the same outputs; the 34-layer models use the same layout with [3, 4, 6, 3] blocks (the IG-65M R(2+1)D-34
+layout). No pool after the stem; the SR block (sigmoid form) scales the residual branch before the addition.
+Temporal strides: stem 1, then 2 in layers 2-4 (MC3 keeps time after layer 1); any clip length T >= 1 runs.
 
-Temporal strides: stem 1, then 2 in layers 2-4 (R3D, R(2+1)D; MC3 keeps time after layer 1). Every temporal
-convolution is padded by 1 on each side, so any clip length T >= 1 runs (T -> ceil(T/8)).
+`layout="srtg"`: the SRTG reference code's networks: the stem is followed by `MaxPool3d(3, 2, 1)` (halving T, H
+and W), the SR block multiplies by the raw LSTM output after the block's final ReLU, and the "Bottleneck" of the
+50-200 layer models has expansion 1 (1x1x1 -> 3x3x3 or (2+1)D or depthwise -> 1x1x1, all at the stage width), so
+every model ends in 512 features. Clips need at least 2 frames (the stem pool halves time).
+
+Defaults: the 18/34-layer models use `layout="torchvision"`, every other model `layout="srtg"` (torchvision has
+no such networks; the reference code defines them); `mc3_18` has the torchvision layout only. Names of the
+family: `{r3d,r2plus1d}_{18,34,50,101,152,200}`, `wide_r3d50_2` (twice the bottleneck width), `ir_csn_*` (the
+bottleneck's 3x3x3 conv is depthwise) and `ip_csn_*` (a 1x1x1 conv + BN + ReLU before the depthwise one), for
+depths 50/101/152, each with an `srtg_` twin holding one SR block per residual block (its tensors under
+`layerX.Y.sr.*`, everything else with the plain names, so plain checkpoints load into it by name). Checkpoints of
+the reference code load through `network.weights.load_weights` (names mapped by `network.reference_keys`).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .base import VideoClassifier, scale_channels
+from .base import VideoClassifier, scale_channels, stage_widths
 from .registry import register_model
 from .srtg import SqueezeRecursion
 
-__all__ = ["VideoResNet", "r3d_18", "r3d_34", "mc3_18", "r2plus1d_18", "r2plus1d_34",
-           "srtg_r3d_18", "srtg_r3d_34", "srtg_r2plus1d_18", "srtg_r2plus1d_34"]
+__all__ = ["VideoResNet", "BasicBlock3d", "Bottleneck3d", "LAYOUTS", "DEPTHS", "FAMILIES", "video_resnet"]
 
-STAGE_WIDTHS = (64, 128, 256, 512)
+LAYOUTS = ("torchvision", "srtg")
+#: Blocks per stage and block type of each depth.
+DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
 
 
 def _mid_planes(in_planes: int, out_planes: int) -> int:
@@ -37,6 +58,30 @@ class Conv3x3x3(nn.Conv3d):
 
     def __init__(self, in_planes: int, out_planes: int, mid_planes: int, stride: int = 1) -> None:
         super().__init__(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class DepthwiseConv3x3x3(nn.Conv3d):
+    """Channel-separated (depthwise) 3x3x3 convolution of ir-CSN; needs in_planes == out_planes."""
+
+    temporal_stride = True
+
+    def __init__(self, in_planes: int, out_planes: int, mid_planes: int, stride: int = 1) -> None:
+        super().__init__(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=in_planes,
+                         bias=False)
+
+
+class IPDepthwiseConv3x3x3(nn.Sequential):
+    """Interaction-preserving CSN convolution: 1x1x1 conv -> BN -> ReLU -> depthwise 3x3x3 conv."""
+
+    temporal_stride = True
+
+    def __init__(self, in_planes: int, out_planes: int, mid_planes: int, stride: int = 1) -> None:
+        super().__init__(
+            nn.Conv3d(in_planes, out_planes, kernel_size=1, bias=False),
+            nn.BatchNorm3d(out_planes),
+            nn.ReLU(inplace=True),
+            DepthwiseConv3x3x3(out_planes, out_planes, mid_planes, stride),
+        )
 
 
 class Conv1x3x3(nn.Conv3d):
@@ -65,35 +110,81 @@ class Conv2Plus1D(nn.Sequential):
         )
 
 
-ConvBuilder = type[Conv3x3x3] | type[Conv1x3x3] | type[Conv2Plus1D]
+ConvBuilder = Callable[[int, int, int, int], nn.Module]
 
 
-class BasicBlock3d(nn.Module):
-    """Two convolutions + identity (or 1x1x1 projection) shortcut, optionally gated by a Squeeze-and-Recursion."""
+class _ResidualBlock3d(nn.Module):
+    """Shared residual logic: branch, optional SR (before the addition, or after the final ReLU), shortcut."""
 
-    def __init__(self, in_planes: int, planes: int, conv: ConvBuilder, stride: int = 1,
-                 downsample: nn.Module | None = None, squeeze_recursion: bool = False) -> None:
-        super().__init__()
-        # torchvision computes M once from (in_planes, planes) and reuses it for conv2 as well; kept so that
-        # its R(2+1)D checkpoints load
-        mid = _mid_planes(in_planes, planes)
-        self.conv1 = nn.Sequential(conv(in_planes, planes, mid, stride), nn.BatchNorm3d(planes),
-                                   nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(conv(planes, planes, mid), nn.BatchNorm3d(planes))
-        self.sr = SqueezeRecursion(planes) if squeeze_recursion else None
+    sr: SqueezeRecursion | None
+    sr_after_relu: bool
+
+    def _init_tail(self, planes: int, downsample: nn.Module | None, squeeze_recursion: bool, layout: str,
+                   temporal_gates: bool) -> None:
+        self.sr_after_relu = layout == "srtg"
+        self.sr = SqueezeRecursion(planes, mode="raw" if self.sr_after_relu else "sigmoid",
+                                   temporal_gates=temporal_gates) if squeeze_recursion else None
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
+    def branch(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv2(self.conv1(x))
-        if self.sr is not None:
+        out = self.branch(x)
+        if self.sr is not None and not self.sr_after_relu:
             out = self.sr(out)
         out += x if self.downsample is None else self.downsample(x)
-        return self.relu(out)
+        out = self.relu(out)
+        if self.sr is not None and self.sr_after_relu:
+            out = self.sr(out)
+        return out
+
+
+class BasicBlock3d(_ResidualBlock3d):
+    """Two convolutions + identity (or 1x1x1 projection) shortcut, optionally with Squeeze and Recursion."""
+
+    def __init__(self, in_planes: int, planes: int, conv: ConvBuilder, stride: int = 1,
+                 downsample: nn.Module | None = None, squeeze_recursion: bool = False, layout: str = "torchvision",
+                 temporal_gates: bool = False) -> None:
+        super().__init__()
+        # torchvision (and the reference) compute M once from (in_planes, planes) and reuse it for conv2; kept so
+        # that their R(2+1)D checkpoints load
+        mid = _mid_planes(in_planes, planes)
+        self.conv1 = nn.Sequential(conv(in_planes, planes, mid, stride), nn.BatchNorm3d(planes),
+                                   nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(conv(planes, planes, mid, 1), nn.BatchNorm3d(planes))
+        self._init_tail(planes, downsample, squeeze_recursion, layout, temporal_gates)
+
+    def branch(self, x: Tensor) -> Tensor:
+        return self.conv2(self.conv1(x))
+
+
+class Bottleneck3d(_ResidualBlock3d):
+    """The reference's expansion-1 bottleneck: 1x1x1 -> `conv` (strided) -> 1x1x1, every conv with BN.
+
+    Inner width `int(planes * base_width / 64)`; a (2+1)D conv's mid-planes come from (in_planes, planes) and are
+    scaled the same way, as the reference computes them.
+    """
+
+    def __init__(self, in_planes: int, planes: int, conv: ConvBuilder, stride: int = 1,
+                 downsample: nn.Module | None = None, squeeze_recursion: bool = False, layout: str = "srtg",
+                 temporal_gates: bool = False, base_width: int = 64) -> None:
+        super().__init__()
+        width = int(planes * (base_width / 64.0))
+        mid = int(_mid_planes(in_planes, planes) * (base_width / 64.0))
+        self.conv1 = nn.Sequential(nn.Conv3d(in_planes, width, kernel_size=1, bias=False), nn.BatchNorm3d(width),
+                                   nn.ReLU(inplace=True))
+        self.conv2 = nn.Sequential(conv(width, width, mid, stride), nn.BatchNorm3d(width), nn.ReLU(inplace=True))
+        self.conv3 = nn.Sequential(nn.Conv3d(width, planes, kernel_size=1, bias=False), nn.BatchNorm3d(planes))
+        self._init_tail(planes, downsample, squeeze_recursion, layout, temporal_gates)
+
+    def branch(self, x: Tensor) -> Tensor:
+        return self.conv3(self.conv2(self.conv1(x)))
 
 
 class R3DStem(nn.Sequential):
-    """3x7x7 conv, stride (1, 2, 2) -> BN -> ReLU (R3D and MC3)."""
+    """3x7x7 conv, stride (1, 2, 2) -> BN -> ReLU (R3D, MC3 and CSN)."""
 
     def __init__(self, width: int) -> None:
         super().__init__(
@@ -117,38 +208,66 @@ class R2Plus1DStem(nn.Sequential):
         )
 
 
+_STEM_POOL_STRIDE = 2
+
+
 class VideoResNet(VideoClassifier):
-    """Generic video ResNet: stem, four stages of `BasicBlock3d`, global average pool, dropout, linear."""
+    """Generic video ResNet: stem (+ max-pool in the SRTG layout), four stages of basic or bottleneck blocks,
+    global average pool, dropout, linear."""
 
     def __init__(self, convs: Sequence[ConvBuilder], layers: Sequence[int], stem: str = "r3d",
                  num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0,
-                 squeeze_recursion: bool = False) -> None:
+                 squeeze_recursion: bool = False, block: str = "basic", base_width: int = 64,
+                 layout: str = "torchvision", temporal_gates: bool = False) -> None:
         super().__init__()
-        widths = [scale_channels(c, width_mult) for c in STAGE_WIDTHS]
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+        if block not in ("basic", "bottleneck"):
+            raise ValueError(f"unknown block {block!r}; valid: basic, bottleneck")
+        if temporal_gates and not squeeze_recursion:
+            raise ValueError("temporal_gates need Squeeze-and-Recursion blocks: use an srtg_* model")
+        self.layout = layout
+        self.block_type = block
+        self.layers = tuple(layers)
+        widths = stage_widths(width_mult)
         if stem == "r3d":
             self.stem: nn.Module = R3DStem(widths[0])
         elif stem == "r2plus1d":
             self.stem = R2Plus1DStem(widths[0], scale_channels(45, width_mult))
         else:
             raise ValueError(f"unknown stem {stem!r}")
+        if layout == "srtg":
+            self.pool = nn.MaxPool3d(kernel_size=3, stride=_STEM_POOL_STRIDE, padding=1)
+            self.min_frames = _STEM_POOL_STRIDE
         in_planes = widths[0]
         for i, (conv, n_blocks, planes) in enumerate(zip(convs, layers, widths)):
             stride = 1 if i == 0 else 2
             downsample = None
             if stride != 1 or in_planes != planes:
-                t_stride = stride if conv.temporal_stride else 1
+                t_stride = stride if getattr(conv, "temporal_stride", True) else 1
                 downsample = nn.Sequential(
                     nn.Conv3d(in_planes, planes, kernel_size=1, stride=(t_stride, stride, stride), bias=False),
                     nn.BatchNorm3d(planes),
                 )
-            blocks = [BasicBlock3d(in_planes, planes, conv, stride, downsample, squeeze_recursion)]
-            blocks += [BasicBlock3d(planes, planes, conv, squeeze_recursion=squeeze_recursion)
-                       for _ in range(1, n_blocks)]
+            blocks = [self._block(in_planes if j == 0 else planes, planes, conv, stride if j == 0 else 1,
+                                  downsample if j == 0 else None, squeeze_recursion, temporal_gates, base_width)
+                      for j in range(n_blocks)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             in_planes = planes
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self._init_head(widths[-1], num_classes, dropout)
         self._init_weights()
+
+    def _block(self, in_planes: int, planes: int, conv: ConvBuilder, stride: int, downsample: nn.Module | None,
+               squeeze_recursion: bool, temporal_gates: bool, base_width: int) -> nn.Module:
+        if self.block_type == "basic":
+            return BasicBlock3d(in_planes, planes, conv, stride, downsample, squeeze_recursion, self.layout,
+                                temporal_gates)
+        return Bottleneck3d(in_planes, planes, conv, stride, downsample, squeeze_recursion, self.layout,
+                            temporal_gates, base_width)
+
+    def _min_frames_hint(self) -> str:
+        return "; the SRTG layout's stem max-pool halves time (layout='torchvision' accepts 1 frame)"
 
     def _init_weights(self) -> None:
         for m in self.modules():
@@ -164,6 +283,8 @@ class VideoResNet(VideoClassifier):
     def forward_features(self, x: Tensor) -> Tensor:
         self.check_input(x)
         x = self.stem(x)
+        if self.layout == "srtg":
+            x = self.pool(x)
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
@@ -171,8 +292,9 @@ class VideoResNet(VideoClassifier):
         return self.avgpool(x).flatten(1)
 
     def pretrained_2d_map(self) -> dict[str, str]:
-        """Own keys -> torchvision 2D ResNet keys. 3x3x3 / 1x3x3 convs and their BNs map to the 2D block's;
-        the factorised (2+1)D convolutions and the 45-channel R(2+1)D stem have no 2D counterpart."""
+        """Own keys -> torchvision 2D ResNet keys. 3x3x3 / 1x3x3 convs of basic blocks and their BNs map to the
+        2D block's; (2+1)D and depthwise convolutions, the expansion-1 bottlenecks and the 45-channel R(2+1)D stem
+        have no 2D counterpart."""
         mapping: dict[str, str] = {}
         bn_keys = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
         if isinstance(self.stem, R3DStem):
@@ -180,10 +302,12 @@ class VideoResNet(VideoClassifier):
             mapping.update({f"stem.1.{k}": f"bn1.{k}" for k in bn_keys})
         for i in range(1, 5):
             for j, block in enumerate(getattr(self, f"layer{i}")):
+                if not isinstance(block, BasicBlock3d):
+                    continue
                 prefix = f"layer{i}.{j}"
                 for c in (1, 2):
                     conv_seq = getattr(block, f"conv{c}")
-                    if isinstance(conv_seq[0], Conv2Plus1D):
+                    if not isinstance(conv_seq[0], (Conv3x3x3, Conv1x3x3)):
                         continue
                     mapping[f"{prefix}.conv{c}.0.weight"] = f"{prefix}.conv{c}.weight"
                     mapping.update({f"{prefix}.conv{c}.1.{k}": f"{prefix}.bn{c}.{k}" for k in bn_keys})
@@ -195,67 +319,85 @@ class VideoResNet(VideoClassifier):
         return mapping
 
 
-def _build(convs: Sequence[ConvBuilder], layers: Sequence[int], stem: str, num_classes: int, dropout: float,
-           width_mult: float, squeeze_recursion: bool = False) -> VideoResNet:
-    return VideoResNet(convs, layers, stem, num_classes, dropout, width_mult, squeeze_recursion)
+@dataclass(frozen=True)
+class Family:
+    """A model family: convolution per stage, stem, available depths, bottleneck base width."""
+
+    convs: tuple[ConvBuilder, ConvBuilder, ConvBuilder, ConvBuilder]
+    stem: str
+    depths: tuple[int, ...]
+    base_width: int = 64
+    layouts: tuple[str, ...] = LAYOUTS
 
 
-_R3D = (Conv3x3x3,) * 4
-_MC3 = (Conv3x3x3,) + (Conv1x3x3,) * 3
-_R2P1D = (Conv2Plus1D,) * 4
-_D18 = (2, 2, 2, 2)
-_D34 = (3, 4, 6, 3)
+_ALL_DEPTHS = tuple(DEPTHS)
+FAMILIES: dict[str, Family] = {
+    "r3d": Family((Conv3x3x3,) * 4, "r3d", _ALL_DEPTHS),
+    "mc3": Family((Conv3x3x3,) + (Conv1x3x3,) * 3, "r3d", (18,), layouts=("torchvision",)),
+    "r2plus1d": Family((Conv2Plus1D,) * 4, "r2plus1d", _ALL_DEPTHS),
+    "wide_r3d": Family((Conv3x3x3,) * 4, "r3d", (50,), base_width=128),
+    "ir_csn": Family((DepthwiseConv3x3x3,) * 4, "r3d", (50, 101, 152)),
+    "ip_csn": Family((IPDepthwiseConv3x3x3,) * 4, "r3d", (50, 101, 152)),
+}
 
 
-@register_model
-def r3d_18(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """R3D-18: 3D ResNet-18, torchvision layout (33,371,472 parameters at 400 classes)."""
-    return _build(_R3D, _D18, "r3d", num_classes, dropout, width_mult)
+def video_resnet(family: str, depth: int, num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0,
+                 squeeze_recursion: bool = False, layout: str | None = None, temporal_gates: bool = False
+                 ) -> VideoResNet:
+    """Build one member of a family at a depth; `layout=None` takes the default (torchvision for 18/34)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+    fam = FAMILIES[family]
+    if depth not in fam.depths:
+        raise ValueError(f"{family} has no depth {depth}; valid depths: {', '.join(map(str, fam.depths))}")
+    if layout is None:
+        layout = default_layout(depth)
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    if layout not in fam.layouts:
+        raise ValueError(f"{family}_{depth} has no layout {layout!r}; valid: {', '.join(fam.layouts)}")
+    block, layers = DEPTHS[depth]
+    return VideoResNet(fam.convs, layers, fam.stem, num_classes, dropout, width_mult, squeeze_recursion, block,
+                       fam.base_width, layout, temporal_gates)
 
 
-@register_model
-def r3d_34(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """R3D-34: 3D ResNet-34 in torchvision's layout (63.68M parameters at 400 classes)."""
-    return _build(_R3D, _D34, "r3d", num_classes, dropout, width_mult)
+def default_layout(depth: int) -> str:
+    """The 18/34-layer models default to torchvision's layout, the bottleneck ones to the reference's."""
+    return "torchvision" if DEPTHS[depth][0] == "basic" else "srtg"
 
 
-@register_model
-def mc3_18(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """MC3-18: 3D convolutions in the stem and layer 1, 2D (1x3x3) in layers 2-4 (11,695,440 at 400)."""
-    return _build(_MC3, _D18, "r3d", num_classes, dropout, width_mult)
+def _model_name(family: str, depth: int) -> str:
+    # the reference spells the wide model wide_r3d50_2 (no underscore before the depth)
+    return f"wide_r3d{depth}_2" if family == "wide_r3d" else f"{family}_{depth}"
 
 
-@register_model
-def r2plus1d_18(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """R(2+1)D-18: factorised spatial/temporal convolutions (31,505,325 parameters at 400 classes)."""
-    return _build(_R2P1D, _D18, "r2plus1d", num_classes, dropout, width_mult)
+def _register(family: str, depth: int, squeeze_recursion: bool) -> None:
+    fam = FAMILIES[family]
+    plain = _model_name(family, depth)
+    name = f"srtg_{plain}" if squeeze_recursion else plain
+    default = default_layout(depth) if default_layout(depth) in fam.layouts else fam.layouts[0]
+
+    def builder(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0, layout: str = default,
+                temporal_gates: bool = False) -> VideoResNet:
+        return video_resnet(family, depth, num_classes, dropout, width_mult, squeeze_recursion, layout,
+                            temporal_gates)
+
+    block, layers = DEPTHS[depth]
+    sr = " with a Squeeze-and-Recursion block in every residual block" if squeeze_recursion else ""
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (f"{plain}: {family} {block} blocks {list(layers)}{sr}; layouts {', '.join(fam.layouts)} "
+                       f"(default {default}).")
+    if not squeeze_recursion:  # plain models take no temporal_gates: build_model then rejects it by name
+        sig = inspect.signature(builder)
+        builder.__signature__ = sig.replace(  # type: ignore[attr-defined]
+            parameters=[p for p in sig.parameters.values() if p.name != "temporal_gates"])
+    register_model(builder, name=name)
+    globals()[name] = builder
+    __all__.append(name)
 
 
-@register_model
-def r2plus1d_34(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """R(2+1)D-34 in torchvision's layout ([3, 4, 6, 3] blocks; the IG-65M checkpoints' layout)."""
-    return _build(_R2P1D, _D34, "r2plus1d", num_classes, dropout, width_mult)
-
-
-@register_model
-def srtg_r3d_18(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """R3D-18 with a Squeeze-and-Recursion block in every residual block (44.54M at 400 classes)."""
-    return _build(_R3D, _D18, "r3d", num_classes, dropout, width_mult, squeeze_recursion=True)
-
-
-@register_model
-def srtg_r3d_34(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """R3D-34 with Squeeze-and-Recursion blocks."""
-    return _build(_R3D, _D34, "r3d", num_classes, dropout, width_mult, squeeze_recursion=True)
-
-
-@register_model
-def srtg_r2plus1d_18(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """R(2+1)D-18 with Squeeze-and-Recursion blocks."""
-    return _build(_R2P1D, _D18, "r2plus1d", num_classes, dropout, width_mult, squeeze_recursion=True)
-
-
-@register_model
-def srtg_r2plus1d_34(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0) -> VideoResNet:
-    """R(2+1)D-34 with Squeeze-and-Recursion blocks."""
-    return _build(_R2P1D, _D34, "r2plus1d", num_classes, dropout, width_mult, squeeze_recursion=True)
+for _family, _fam in FAMILIES.items():
+    for _depth in _fam.depths:
+        _register(_family, _depth, squeeze_recursion=False)
+        if "srtg" in _fam.layouts:
+            _register(_family, _depth, squeeze_recursion=True)

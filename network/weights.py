@@ -18,6 +18,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
+from . import reference_keys
+
 __all__ = ["CheckpointError", "LoadReport", "load_weights", "inflate_2d_resnet", "read_state_dict"]
 
 log = logging.getLogger(__name__)
@@ -96,16 +98,22 @@ def read_state_dict(src: StateSource) -> dict[str, Tensor]:
     Accepts a bare state_dict or a dict holding one under `model` or `state_dict`. Raises `CheckpointError` for a
     missing, corrupt or non-checkpoint file.
     """
-    name = _describe(src)
+    return _state_of(_read_object(src), _describe(src))
+
+
+def _read_object(src: StateSource) -> Any:
     if isinstance(src, Mapping):
-        obj: Any = src
-    else:
-        if not os.path.isfile(src):
-            raise CheckpointError(f"checkpoint {name}: no such file")
-        try:
-            obj = torch.load(src, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch.load raises many types for bad files (pickle, zip, EOF, Runtime)
-            raise CheckpointError(f"cannot read checkpoint {name}: {_load_error_reason(e)}") from e
+        return src
+    name = _describe(src)
+    if not os.path.isfile(src):
+        raise CheckpointError(f"checkpoint {name}: no such file")
+    try:
+        return torch.load(src, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load raises many types for bad files (pickle, zip, EOF, Runtime)
+        raise CheckpointError(f"cannot read checkpoint {name}: {_load_error_reason(e)}") from e
+
+
+def _state_of(obj: Any, name: str) -> dict[str, Tensor]:
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), Mapping):
@@ -123,9 +131,16 @@ def read_state_dict(src: StateSource) -> dict[str, Tensor]:
 def load_weights(model: nn.Module, src: StateSource, strict: bool = False) -> LoadReport:
     """Copy every tensor of `src` whose (prefix-stripped) name and shape match `model`; report the rest.
 
+    Checkpoints of the SRTG and MiCT-Net-PyTorch code are recognised and their names mapped
+    (`network.reference_keys`); one that cannot be this model's (another depth) raises `CheckpointError`.
     With `strict=True` any skipped or missing tensor raises `CheckpointError` and nothing is loaded.
     """
-    state = read_state_dict(src)
+    obj = _read_object(src)
+    state = _state_of(obj, _describe(src))
+    try:
+        state, _ = reference_keys.adapt(obj, state, model, strict)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {_describe(src)}: {e}") from None
     own = model.state_dict()
     report = LoadReport()
     take: dict[str, Tensor] = {}

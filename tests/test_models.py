@@ -28,10 +28,13 @@ def _meta_model(name: str, num_classes: int, **kw) -> torch.nn.Module:
 
 
 def _clip(model: torch.nn.Module, n: int = 2, size: int = 32) -> torch.Tensor:
-    # 16 frames: every stage still has >= 2 time steps, so the SR LSTMs' recurrent weights get gradients too;
-    # MTNet halves time in its stem and again on its long path, so it needs 64 for that
-    frames = 64 if isinstance(model, MTNet) else max(model.min_frames, 16)
-    return torch.randn(n, 3, frames, size, size)
+    # every stage keeps >= 2 time steps, so the SR LSTMs' recurrent weights get gradients too: 16 frames, 32 in
+    # the SRTG layout (its stem pool halves time); MTNet halves time in its stem and again on its long path: 64
+    if isinstance(model, MTNet):
+        frames = 64
+    else:
+        frames = 32 if getattr(model, "layout", None) == "srtg" else 16
+    return torch.randn(n, 3, max(model.min_frames, frames), size, size)
 
 
 EXPECTED = {

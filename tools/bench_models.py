@@ -3,6 +3,8 @@
     python -m tools.bench_models                        # every model, 16x112x112 and 16x160x160, batch 1 and 8
     python -m tools.bench_models --quick                # one size, batch 1, 2 repeats: checks the tool end to end
     python -m tools.bench_models --models mict_resnet18,r3d_18,tv_r3d_18 --sizes 16x160x160 --out bench.md
+    python -m tools.bench_models --models r3d_50,srtg_r3d_50,srtg_r3d_50+gates --sizes 16x112x112 --batches 1
+                                                        # NAME@LAYOUT and NAME+gates: layout, temporal gates on
 
 For every model, input size and batch: parameters, GFLOPs per clip (torch.utils.flop_counter, 2 FLOPs per
 multiply-add; torchvision's model tables quote multiply-adds, i.e. half), forward clips/s and frames/s (eval mode,
@@ -55,8 +57,21 @@ def all_model_names() -> list[str]:
     return network.list_models() + list(TORCHVISION)
 
 
+def split_spec(spec: str) -> tuple[str, dict[str, object]]:
+    """`NAME[@LAYOUT][+gates]` -> (registry name, builder kwargs): `srtg_r3d_18@srtg+gates` is srtg_r3d_18 in
+    the SRTG layout with its temporal gates on (the cost of the cycle-consistency test)."""
+    kw: dict[str, object] = {}
+    if spec.endswith("+gates"):
+        spec, kw["temporal_gates"] = spec[: -len("+gates")], True
+    if "@" in spec:
+        spec, kw["layout"] = spec.split("@", 1)
+    return spec, kw
+
+
 def build(name: str, num_classes: int | None) -> nn.Module:
-    """One of ours (registry) or torchvision's (`tv_` prefix), each at its default number of classes unless given."""
+    """One of ours (registry, `split_spec` names) or torchvision's (`tv_` prefix), each at its default number of
+    classes unless given."""
+    name, kw = split_spec(name)
     if name.startswith("tv_"):
         from torchvision.models import video as tv_video
 
@@ -65,7 +80,7 @@ def build(name: str, num_classes: int | None) -> nn.Module:
         return model
     if num_classes is None:
         num_classes = int(network.model_defaults(name)["num_classes"])
-    return network.build_model(name, num_classes)
+    return network.build_model(name, num_classes, **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -310,19 +325,24 @@ def _groups(names: Sequence[str]) -> list[list[str]]:
     groups, placed = [], set()
     for group in GROUPS:
         members = [n for n in group if n in chosen]
-        if members:
+        if len(members) > 1:  # a lone member joins its twins below instead
             groups.append(members)
             placed.update(members)
-    groups += [[n] for n in chosen if n not in placed]
-    return groups
+    # an srtg_ model, its gated form and its plain twin in one layout are timed together: the SR and gate costs
+    twins: dict[tuple[str, object], list[str]] = {}
+    for n in chosen:
+        if n not in placed:
+            base, kw = split_spec(n)
+            twins.setdefault((base.removeprefix("srtg_"), kw.get("layout")), []).append(n)
+    return groups + list(twins.values())
 
 
 def run(args: argparse.Namespace, command: str = "python -m tools.bench_models") -> str:
     valid = all_model_names()
     models = args.models or valid
     for name in models + args.option_models:
-        if name not in valid:
-            die(f"unknown model {name!r}; valid names: {', '.join(valid)}")
+        if split_spec(name)[0] not in valid:
+            die(f"unknown model {name!r}; valid names: {', '.join(valid)} (NAME@LAYOUT, NAME+gates for srtg_*)")
     for opt in args.options:
         if opt not in OPTIONS:
             die(f"unknown option {opt!r}; valid: {', '.join(OPTIONS)}")

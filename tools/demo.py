@@ -84,8 +84,9 @@ TARGET_VIDEO_TOP1 = 90.0
 
 
 def train_defaults(cfg: DemoConfig = FULL, network: str = "mict_resnet18", store: Path = Path("demo_data/store"),
-                   run_dir: Path | None = None) -> dict:
-    """The demo preset's trainer defaults with the settings of `cfg`, `network`, `store` and `run_dir`."""
+                   run_dir: Path | None = None, temporal_gates_from: int | None = None) -> dict:
+    """The demo preset's trainer defaults with the settings of `cfg`, `network`, `store`, `run_dir` and the epoch
+    from which an srtg_ network's temporal gates are on."""
     return {
         **_TRAIN, "dataset": Path(store), "network": network,
         "model_dir": Path(run_dir) if run_dir is not None else Path("demo_runs") / network,
@@ -95,6 +96,7 @@ def train_defaults(cfg: DemoConfig = FULL, network: str = "mict_resnet18", store
         "end_epoch": cfg.end_epoch, "warmup_epochs": cfg.warmup_epochs, "workers": cfg.workers,
         "clip_grad_norm": cfg.clip_grad_norm, "val_clips_per_video": cfg.val_clips_per_video,
         "random_seed": cfg.seed, "width_mult": cfg.width_mult, "model_arg": list(DEMO_MODEL_ARGS.get(network, ())),
+        "temporal_gates_from": temporal_gates_from,
     }
 
 
@@ -172,6 +174,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="processes for generation and conversion")
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--temporal-gates-from", type=int, default=None, metavar="EPOCH",
+                   help="srtg_* networks: temporal gates on from this epoch (outputs in RUN_DIR/NETWORK_gatesEPOCH)")
     return p.parse_args(argv)
 
 
@@ -183,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = replace(cfg, end_epoch=args.epochs, lr_steps=tuple(s for s in cfg.lr_steps if s < args.epochs))
     data_dir = args.data_dir / "quick" if args.quick else args.data_dir
     run_dir = args.run_dir / (f"quick_{args.network}" if args.quick else args.network)
+    if args.temporal_gates_from is not None:
+        run_dir = run_dir.with_name(f"{run_dir.name}_gates{args.temporal_gates_from}")
     if args.threads:
         torch.set_num_threads(args.threads)
     setup_logging()
@@ -201,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run_dir.exists():
         shutil.rmtree(run_dir)  # the demo's own previous outputs for this network
     run_dir.mkdir(parents=True)
-    train_args = train_parse_args([], defaults=train_defaults(cfg, args.network, store, run_dir))
+    train_args = train_parse_args([], defaults=train_defaults(cfg, args.network, store, run_dir,
+                                                                      args.temporal_gates_from))
     setup_logging(log_file=str(train_args.log_file))
     plain_log_files()
     t = time.perf_counter()

@@ -126,6 +126,8 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--grad-accum", type=positive_int, default=1, metavar="N",
                    help="accumulate the gradients of N batches per optimizer step (effective batch N x --batch-size)")
     o.add_argument("--end-epoch", type=positive_int, default=30, help="last epoch (1-based, inclusive)")
+    o.add_argument("--temporal-gates-from", type=positive_int, default=None, metavar="EPOCH",
+                   help="srtg_* models: temporal gates off before EPOCH, on from it (train.temporal_gates)")
     o.add_argument("--long-cycles", action=argparse.BooleanOptionalAction, default=False,
                    help="multigrid long cycle (train.multigrid)")
     o.add_argument("--short-cycles", action=argparse.BooleanOptionalAction, default=False,

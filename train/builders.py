@@ -34,6 +34,7 @@ from train.multigrid import MultigridSchedule
 from train.precise_bn import PreciseBN
 from train.precision import Precision, keep_batchnorm_fp32
 from train.recipe import build_criterion, build_ema, build_mixer, build_preemption, build_sync_bn
+from train.temporal_gates import temporal_gates_callbacks
 from train.trainer import LoaderFactory, Trainer, seed_everything
 
 __all__ = ["Setup", "Datasets", "prepare", "build_datasets", "build_run_model", "build_multigrid",
@@ -265,10 +266,11 @@ def checkpoint_meta(args: argparse.Namespace, data: Datasets) -> dict[str, Any]:
     }
 
 
-def build_callbacks(args: argparse.Namespace, meta: dict[str, Any], resume: dict[str, Any] | None,
+def build_callbacks(args: argparse.Namespace, meta: dict[str, Any], model: nn.Module, resume: dict[str, Any] | None,
                     dist_info: DistInfo, extra: Sequence[Callback] = ()) -> tuple[CallbackList, Checkpointer,
                                                                                  CSVHistory]:
-    """Speed monitor, metric printer, CSV history, curves, checkpointer (and `extra`), in the order they run."""
+    """Speed monitor, metric printer, CSV history, curves, checkpointer, the temporal-gate switch (and `extra`),
+    in the order they run."""
     best_so_far = (resume.get("metrics") or {}).get("best") if resume is not None else None
     if dist_info.is_main:
         Path(args.model_dir).mkdir(parents=True, exist_ok=True)
@@ -277,7 +279,7 @@ def build_callbacks(args: argparse.Namespace, meta: dict[str, Any], resume: dict
                                 keep_last=args.keep_last, best_so_far=best_so_far)
     callbacks = CallbackList([SpeedMonitor(log_interval=args.log_interval), MetricPrinter(args.log_interval),
                               history, PlotCurves(Path(args.model_dir) / "curves.png", history), checkpointer,
-                              *extra])
+                              *temporal_gates_callbacks(args, model, checkpointer, resume), *extra])
     if getattr(args, "tensorboard", False) and dist_info.is_main:
         from train.tensorboard import TensorBoardLogger
 
@@ -343,7 +345,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     if dist_info.distributed:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
-    callbacks, checkpointer, history = build_callbacks(args, checkpoint_meta(args, data), resume, dist_info,
+    callbacks, checkpointer, history = build_callbacks(args, checkpoint_meta(args, data), model, resume, dist_info,
                                                        extra_callbacks)
     trainer = Trainer(ddp_model, optimizer, train_loaders, scheduler=scheduler, end_epoch=end_epoch,
                       val_loader=val_loader, num_val_videos=len(data.val.samples) if data.val is not None else 0,

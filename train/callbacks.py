@@ -33,6 +33,7 @@ class TrainerState(Protocol):
     start_epoch: int
     end_epoch: int
     num_batches: int
+    model: Any  # the model being trained (DDP-wrapped when distributed)
     loader_info: Any  # train.loaders.EpochInfo of the current epoch
     dist: DistInfo
     history: list[dict[str, Any]]
