@@ -31,8 +31,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import VideoClassifier
-from .mtconv import COSINE_POOL_MIN_FRAMES, LATERAL_POOLS, RATE, GRUSqueezeRecursion, MTConv, Pair, halve_space, \
-    temporal_cosine_pool
+from .mtconv import (
+    COSINE_POOL_MIN_FRAMES,
+    LATERAL_POOLS,
+    RATE,
+    GRUSqueezeRecursion,
+    MTConv,
+    Pair,
+    halve_space,
+    temporal_cosine_pool,
+)
 from .registry import register_model
 
 __all__ = ["MTNet", "MTBlock", "MTStem", "VARIANTS", "STAGE_PLANES"]

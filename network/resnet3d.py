@@ -266,7 +266,7 @@ class VideoResNet(VideoClassifier):
         return Bottleneck3d(in_planes, planes, conv, stride, downsample, squeeze_recursion, self.layout,
                             temporal_gates, base_width)
 
-    def _min_frames_hint(self) -> str:
+    def min_frames_hint(self) -> str:
         return "; the SRTG layout's stem max-pool halves time (layout='torchvision' accepts 1 frame)"
 
     def _init_weights(self) -> None:
