@@ -22,6 +22,7 @@ import logging
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,15 @@ def read_diving48_vocab(path: Path) -> list[str]:
     return classes
 
 
+def _json_entries(path: Path, fields: str) -> Iterator[tuple[str, Any]]:
+    """``(where, entry)`` for every entry of a JSON list file (`where` names the file and the entry)."""
+    entries = _load_json(path)
+    if not isinstance(entries, list):
+        raise LabelError(f"{path}: expected a JSON list of {fields}")
+    for i, e in enumerate(entries):
+        yield f"{path}: entry {i}", e
+
+
 def diving48_samples(annotations: str | Path, test_as: str = "val") -> tuple[list[Sample], list[str]]:
     """Samples of ``Diving48_V2_train.json`` (train) and ``Diving48_V2_test.json`` (`test_as`)."""
     annotations = Path(annotations)
@@ -267,12 +277,7 @@ def diving48_samples(annotations: str | Path, test_as: str = "val") -> tuple[lis
     samples: list[Sample] = []
     seen: dict[str, str] = {}
     for name, split in (("Diving48_V2_train.json", "train"), ("Diving48_V2_test.json", test_as)):
-        path = find_file(annotations, name)
-        entries = _load_json(path)
-        if not isinstance(entries, list):
-            raise LabelError(f"{path}: expected a JSON list of {{vid_name, label, start_frame, end_frame}}")
-        for i, e in enumerate(entries):
-            where = f"{path}: entry {i}"
+        for where, e in _json_entries(find_file(annotations, name), "{vid_name, label, start_frame, end_frame}"):
             if not isinstance(e, dict) or "vid_name" not in e or "label" not in e:
                 raise LabelError(f"{where}: expected an object with vid_name and label, got {e!r}"[:300])
             video_id = check_name(str(e["vid_name"]).strip(), "video id", where)
@@ -330,12 +335,7 @@ def sthv2_samples(annotations: str | Path) -> tuple[list[Sample], list[str]]:
     seen: dict[str, str] = {}
     for name, split in (("something-something-v2-train.json", "train"),
                         ("something-something-v2-validation.json", "val")):
-        path = find_file(annotations, name)
-        entries = _load_json(path)
-        if not isinstance(entries, list):
-            raise LabelError(f"{path}: expected a JSON list of {{id, label, template, placeholders}}")
-        for i, e in enumerate(entries):
-            where = f"{path}: entry {i}"
+        for where, e in _json_entries(find_file(annotations, name), "{id, label, template, placeholders}"):
             if not isinstance(e, dict) or "id" not in e or not isinstance(e.get("template"), str):
                 raise LabelError(f"{where}: expected an object with id and template, got {e!r}"[:300])
             video_id = check_name(str(e["id"]).strip(), "video id", where)

@@ -48,7 +48,7 @@ from data.labels import (
     write_labels,
 )
 from tools import label_builders
-from tools.label_builders import safe_label
+from tools.label_builders import find_file, safe_label
 from tools.video_folder import folder_samples, hold_out_val
 from train.console import die, setup_logging
 
@@ -74,17 +74,6 @@ def _lines(path: Path) -> Iterable[tuple[int, str]]:
                     yield number, text
         except UnicodeDecodeError as e:
             raise LabelError(f"{path}: not a UTF-8 text file ({e.reason})") from None
-
-
-def _find(directory: Path, name: str) -> Path:
-    """`name` in `directory` or one folder below (people pass the parent of ``ucfTrainTestlist/`` too)."""
-    if not directory.is_dir():
-        raise LabelError(f"{directory}: annotation folder not found")
-    direct = directory / name
-    if direct.is_file():
-        return direct
-    nested = sorted(directory.glob(f"*/{name}"))
-    return nested[0] if nested else direct  # the missing direct path makes the clearer error
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -138,12 +127,12 @@ def _ucf_entry(path: Path, number: int, text: str, class_index: dict[str, int], 
 def ucf101_samples(splits_dir: str | Path, split: int, test_as: str = "val") -> tuple[list[Sample], list[str]]:
     """Samples of official split `split` (1-3): ``trainlist0N.txt`` -> train, ``testlist0N.txt`` -> `test_as`."""
     splits_dir = Path(splits_dir)
-    class_file = _find(splits_dir, "classInd.txt")
+    class_file = find_file(splits_dir, "classInd.txt")
     class_index = read_ucf_class_index(class_file)
     samples: list[Sample] = []
     seen: dict[tuple[str, str], str] = {}
     for kind, split_name in (("train", "train"), ("test", test_as)):
-        path = _find(splits_dir, f"{kind}list{split:02d}.txt")
+        path = find_file(splits_dir, f"{kind}list{split:02d}.txt")
         for number, text in _lines(path):
             s = _ucf_entry(path, number, text, class_index, with_label=(kind == "train"))
             key = (s.label, s.video_id)
