@@ -125,6 +125,10 @@ def load_torchvision_video(path: str | os.PathLike, name: str | None = None,
     another architecture (naming the one it is, if known) or of another class count than Kinetics-400's 400.
     """
     path = str(path)
+    if name is not None and name not in TORCHVISION_VIDEO_MODELS:
+        raise CheckpointError(f"{path}: torchvision publishes Kinetics-400 weights for "
+                              f"{', '.join(TORCHVISION_VIDEO_MODELS)}, not {name!r} (a model trained here loads "
+                              f"from its checkpoint with --checkpoint)")
     if not os.path.isfile(path):
         raise CheckpointError(missing_weights_message(path, name))
     state = read_state_dict(path)
