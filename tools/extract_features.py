@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, OSError) as e:
             die(str(e))
         print(f"{summary.path}: {summary.videos} videos in 2-D ({summary.method}"
-              f"{f', {summary.explained:.0%} of the variance' if summary.explained is not None else ''})")
+              f"{f', {summary.explained:.1%} of the variance' if summary.explained is not None else ''})")
     return 0
 
 

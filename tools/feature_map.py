@@ -105,7 +105,7 @@ def plot_feature_map(arrays: dict[str, np.ndarray], dataset_root: str | os.PathL
     ax.set_xlim(xy[:, 0].min() - 0.1 * span, xy[:, 0].max() + 0.1 * span)
     ax.set_ylim(xy[:, 1].min() - 0.1 * span, xy[:, 1].max() + 0.1 * span)
     ax.set(xlabel="PC 1", ylabel="PC 2",
-           title=(title + "  " if title else "") + f"({len(ids)} videos, PCA keeps {explained:.0%} of the variance)")
+           title=(title + "  " if title else "") + f"({len(ids)} videos, PCA keeps {explained:.1%} of the variance)")
     ax.legend(loc="best", fontsize=8, title="label")
     fig.tight_layout()
     path = Path(path)

@@ -4,9 +4,9 @@ Every value is a string (ONNX's rule); lists and dicts are JSON. Keys written by
 
 - ``videotrain_format``: ``onnx-1``, the marker `read_model_metadata` looks for;
 - ``network``, ``num_classes``, ``classes`` (JSON list of names, index order);
-- ``clip_length``, ``frame_interval``, ``crop_size``, ``resize_short``, ``resize`` (``[H, W]`` or empty),
-  ``frame_rate`` (or empty), ``mean``, ``std`` (JSON lists, RGB), ``input`` (a one-line description) and the
-  whole ``preprocess`` dict as JSON, from which a predictor rebuilds the validation transform.
+- ``clip_length``, ``frame_interval``, ``crop_size``, ``resize_short``, ``mean``, ``std`` (JSON lists, RGB), ``input`` (a one-line description) and the
+  whole ``preprocess`` dict as JSON, from which a predictor rebuilds the validation transform; for torchvision's
+  models also ``resize`` (``[H, W]``, a fixed-size resize before the crop) and ``frame_rate`` (fps clips assume).
 """
 from __future__ import annotations
 
@@ -50,14 +50,15 @@ def model_metadata(network: str, classes: Sequence[str] | None, preprocess: dict
         "frame_interval": json.dumps(pre.get("frame_interval")),
         "crop_size": str(pre["crop_size"]),
         "resize_short": json.dumps(pre.get("resize_short")),
-        "resize": json.dumps(pre.get("resize")) if pre.get("resize") else "",
-        "frame_rate": json.dumps(pre.get("frame_rate")) if pre.get("frame_rate") else "",
         "mean": json.dumps(list(pre["mean"])),
         "std": json.dumps(list(pre["std"])),
         "preprocess": json.dumps(pre),
         "input": f"{input_name}: (batch, 3, {clip_length}, {crop_size}, {crop_size}) float32 RGB, "
                  f"(x / 255 - mean) / std",
     }
+    for key in ("resize", "frame_rate"):  # torchvision's models only
+        if pre.get(key):
+            meta[key] = json.dumps(pre[key])
     if classes is not None:
         meta["num_classes"] = str(len(classes))
         meta["classes"] = json.dumps(list(classes))
