@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-import numpy as np
 from tqdm import tqdm
 
 from data.labels import read_labels, safe_video_dir

@@ -76,7 +76,7 @@ def missing_weights_message(path: str | os.PathLike, name: str | None) -> str:
             f"(download the file once; it is never fetched automatically)")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _expected_shapes(name: str, num_classes: int = 400) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         model = network.build_model(name, num_classes)
