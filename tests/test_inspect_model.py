@@ -53,7 +53,7 @@ def test_cli_untrained_network_with_gflops_and_kernel_grid(tmp_path, capsys):
     assert out["gflops"] * 1e9 > stem_flops
     k = out["kernels"]
     assert k["layer"] == "stem.0" and k["shape"] == [8, 3, 3, 7, 7] and (k["rows"], k["columns"]) == (6, 3)
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert png.read_bytes()[:4] == b"\x89PNG" and out["classes"] is None
 
 
 def test_cli_reads_a_checkpoint_and_prints_tables(tmp_path, capsys):
@@ -62,6 +62,7 @@ def test_cli_reads_a_checkpoint_and_prints_tables(tmp_path, capsys):
     text = capsys.readouterr().out
     assert text.startswith("r2plus1d_18: ") and "GFLOPs per 8x32x32 clip" in text
     assert "arrays (3 largest):" in text and "layer types:" in text and "(2+1)D" in text
+    assert "classes (4): archery, bowling, cycling, diving" in text
     with pytest.raises(SystemExit) as exc:
         inspect_model.main(["--checkpoint", str(ckpt), "--network", "r3d_18"])
     assert exc.value.code == 2 and "a r2plus1d_18 checkpoint, not r3d_18" in capsys.readouterr().err

@@ -11,6 +11,7 @@ first convolution's kernels as an image.
 - blocks: per block (the stem, each ``layerN.M`` residual block, ...) the kernel sizes of its convolutions in
   order, ``T x H x W``, and what they make it: 3D (``3x3x3``), 2D (``1x3x3``, as MC3's later blocks), (2+1)D
   (``1x3x3`` then ``3x1x1``), with 1x1x1 projections marked;
+- with ``--checkpoint``: the class names, in output order;
 - GFLOPs per clip for ``--clip TxHxW`` (default: the checkpoint's clip, else 16x112x112);
 - ``--kernels PNG``: the first convolution's kernels as a grid, one row per output channel (``--kernel-rows``
   of them), one column per kernel frame; each kernel is contrast-stretched on its own, RGB when it reads the
@@ -188,7 +189,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _load(args: argparse.Namespace) -> tuple[nn.Module, str, tuple[int, int, int]]:
+def _load(args: argparse.Namespace) -> tuple[nn.Module, str, tuple[int, int, int], list[str] | None]:
     import network
     from train.inference import load_model
 
@@ -197,9 +198,10 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, str, tuple[int, int, int
         if args.network and loaded.network != args.network:
             raise ValueError(f"{args.checkpoint}: a {loaded.network} checkpoint, not {args.network}")
         pre = loaded.preprocess
-        return loaded.model, loaded.network, (int(pre["clip_length"]), int(pre["crop_size"]), int(pre["crop_size"]))
+        clip = (int(pre["clip_length"]), int(pre["crop_size"]), int(pre["crop_size"]))
+        return loaded.model, loaded.network, clip, loaded.classes
     kwargs = {} if args.width_mult is None else {"width_mult": args.width_mult}
-    return network.build_model(args.network, args.num_classes, **kwargs).eval(), args.network, (16, 112, 112)
+    return network.build_model(args.network, args.num_classes, **kwargs).eval(), args.network, (16, 112, 112), None
 
 
 def _text(name: str, rows: list[dict], totals: dict, layers: dict, blocks: list[BlockKernels], clip, gflops,
@@ -231,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tools.flops import count_gflops
 
     try:
-        model, name, clip = _load(args)
+        model, name, clip, classes = _load(args)
         clip = args.clip or clip
         gflops = count_gflops(model, (3, *clip))
     except ValueError as e:  # CheckpointError, unknown network / argument, a clip too short for the model
@@ -248,10 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "columns": drawn[1]}
     if args.json:
         print(json.dumps({"network": name, "clip": list(clip), "gflops": gflops, "totals": totals, "arrays": rows,
-                          "layer_types": layers, "blocks": [asdict(b) for b in blocks], "kernels": kernels},
+                          "layer_types": layers, "blocks": [asdict(b) for b in blocks], "kernels": kernels,
+                          "classes": classes},
                          indent=1))
         return 0
     print(_text(name, rows, totals, layers, blocks, clip, gflops, args.arrays))
+    if classes is not None:
+        print(f"\nclasses ({len(classes)}): {', '.join(classes)}")
     if kernels:
         print(f"\n{kernels['path']}: {kernels['layer']}.weight {'x'.join(map(str, kernels['shape']))}, "
               f"{kernels['rows']} output channel(s) x {kernels['columns']} frame(s)")
