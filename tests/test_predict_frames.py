@@ -26,6 +26,7 @@ def test_frames_spreads_fewer_frames_over_the_same_span(tmp_path, capsys):
     assert [r["index"] for r in direct["top"][:1]] == [result["top"][0]["index"]]
     assert predict.clip_interval(8, 2, 4) == 4 and predict.clip_interval(8, 2, 16) == 1
     assert predict.clip_interval(16, 2, 5) == 6  # 5 frames over the 32-frame span
+    assert predict.clip_interval(8, 4, 12) == 2  # 3 would reach 34 frames, past the 32-frame window
 
 
 def test_frames_below_the_models_minimum_is_refused(tmp_path, capsys):

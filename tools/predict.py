@@ -51,10 +51,18 @@ def clip_indices(n_frames: int, clip_length: int, frame_interval: int, clips: in
 
 
 def clip_interval(clip_length: int, frame_interval: int, frames: int) -> int:
-    """Interval that spreads `frames` frames over the span of `clip_length` frames every `frame_interval`."""
+    """Interval that spreads `frames` frames over the span of `clip_length` frames every `frame_interval`.
+
+    The nearest interval to ``clip_length * frame_interval / frames``, but never one whose clip reaches past that
+    window (a video that holds one model clip then holds the thinned clip too, without looping).
+    """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
-    return max(1, round(clip_length * frame_interval / frames))
+    window = clip_length * frame_interval
+    interval = round(window / frames)
+    if frames > 1:
+        interval = min(interval, (window - 1) // (frames - 1))
+    return max(1, interval)
 
 
 def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
