@@ -17,6 +17,7 @@ from network import build_model, load_weights
 from tests.test_predict import make_dataset, write_video
 from tests.train_util import make_store, tiny_train_argv
 from tools import evaluate, export_onnx, predict
+from tools.onnx_predict import load_onnx_model
 from train import cli
 from train.inference import CheckpointError, build_val_transform, load_model
 from train.pretrained import torchvision_info
@@ -125,12 +126,12 @@ def test_export_takes_torchvision_weights(r3d_weights, tmp_path, capsys):
                              "32", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "opset 18" in text and "IR version" in text
-    loaded = predict.Predictor(__import__("tools.onnx_predict", fromlist=["x"]).load_onnx_model(out))
+    loaded = predict.Predictor(load_onnx_model(out))
     assert loaded.classes == K400 and loaded.loaded.preprocess["resize"] == [round(128 * 32 / 112),
                                                                               round(171 * 32 / 112)]
 
 
-def test_torchvision_weights_start_a_fine_tuning_run(r3d_weights, tmp_path, caplog):
+def test_torchvision_weights_start_a_fine_tuning_run(r3d_weights, tmp_path, caplog, capsys):
     _, path = r3d_weights
     store = make_store(tmp_path / "data", classes=2, videos_per_class=2, frames=8)
     run = tmp_path / "ft"
@@ -146,4 +147,5 @@ def test_torchvision_weights_start_a_fine_tuning_run(r3d_weights, tmp_path, capl
     with pytest.raises(SystemExit) as exc:
         cli.main(tiny_train_argv(store, tmp_path / "x", "--pretrained-3d", str(tmp_path / "r3d_18-b3b3357e.pth"),
                                  network="r3d_18"))
-    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--pretrained-3d" in err and tv_video.R3D_18_Weights.KINETICS400_V1.url in err
