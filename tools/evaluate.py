@@ -2,6 +2,7 @@
 
     python -m tools.evaluate --checkpoint runs/demo/mict_resnet18/mict_resnet18_best.pth \\
         --dataset demo_data/store --clips-per-video 5
+    python -m tools.evaluate --weights r2plus1d_18-91a641e6.pth --network r2plus1d_18 --dataset kinetics_store
 
 Every video contributes `--clips-per-video` evenly spaced clips (the validation sampler), each seen through
 `--crops` spatial views: 1 centre crop, or 3 full-height crops (left/centre/right; top/centre/bottom for portrait
@@ -40,15 +41,18 @@ log = logging.getLogger(__name__)
 def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLike, labels: str | None = None,
                         split: str = "val", clips_per_video: int = 1, batch_size: int = 16, workers: int = 0,
                         device: torch.device | str = "cpu", precision: str = "fp32",
-                        max_batches: int | None = None, crops: int = 1) -> tuple[EvalResult, list[str]]:
+                        max_batches: int | None = None, crops: int = 1,
+                        network: str | None = None) -> tuple[EvalResult, list[str]]:
     """Evaluate `checkpoint` on `split` of `dataset`; returns the result and the class names.
+
+    `network`: `checkpoint` is torchvision's Kinetics-400 weights file of that model (``train.pretrained``).
 
     Raises `CheckpointError` / `ValueError` / `OSError` with one-line messages (bad checkpoint, dataset, labels).
     """
     from data import VideoDataset, build_loader
 
     device = resolve_device(device)
-    loaded = load_model(checkpoint, device, require_classes=True)
+    loaded = load_model(checkpoint, device, require_classes=True, network=network)
     model, classes, pre = loaded.model, loaded.classes, loaded.preprocess
     transform = view_transform(pre, crops)
     # The checkpoint's class list fixes the label mapping; labels it does not know are an error.
@@ -139,7 +143,11 @@ def write_outputs(result: EvalResult, classes: Sequence[str], out_dir: str | os.
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint written by the trainer")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="checkpoint written by the trainer")
+    src.add_argument("--weights", type=Path, help="torchvision Kinetics-400 weights file (e.g. r3d_18-b3b3357e.pth)")
+    p.add_argument("--network", default=None,
+                   help="architecture of --weights: r3d_18, mc3_18 or r2plus1d_18 (default: from the tensors)")
     p.add_argument("--dataset", type=Path, required=True, help="dataset root (jpg/, labels/)")
     p.add_argument("--labels", default=None, help="label CSV (default ROOT/labels/all.csv)")
     p.add_argument("--split", default="val", help="split of the label CSV to evaluate")
@@ -155,6 +163,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.clips_per_video < 1 or args.batch_size < 1 or args.workers < 0:
         p.error("--clips-per-video and --batch-size must be >= 1, --workers >= 0")
+    if args.network and not args.weights:
+        p.error("--network names the architecture of a --weights file (a checkpoint knows its own)")
+    args.checkpoint = args.checkpoint or args.weights
     return args
 
 
@@ -168,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(args.device)
         result, classes = evaluate_checkpoint(args.checkpoint, args.dataset, args.labels, args.split,
                                               args.clips_per_video, args.batch_size, args.workers, device,
-                                              args.precision, crops=args.crops)
+                                              args.precision, crops=args.crops, network=args.network)
         out_dir = args.out or args.checkpoint.parent
         paths = write_outputs(result, classes, out_dir, args.split, args.checkpoint, args.clips_per_video,
                               args.crops)

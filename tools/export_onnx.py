@@ -2,10 +2,12 @@
 
     python -m tools.export_onnx --checkpoint runs/r3d_18_best.pth --out r3d_18.onnx --bench
     python -m tools.export_onnx --network r2plus1d_18 --num-classes 101 --out r2plus1d_18.onnx   # untrained
+    python -m tools.export_onnx --weights r2plus1d_18-91a641e6.pth --network r2plus1d_18 --out r2plus1d_18.onnx
     python -m tools.export_onnx --all --out-dir onnx_check --width-mult 0.25 --clip-length 16 --crop-size 64
 
 The graph takes ``clip`` ``(batch, 3, T, H, W)`` float32, normalised as in the checkpoint's ``preprocess`` (stored
-in the ONNX metadata with the class names), and returns ``logits`` ``(batch, num_classes)``. T and the crop size
+in the ONNX metadata with the class names, see `tools.onnx_metadata`), and returns ``logits``
+``(batch, num_classes)``; ``tools.predict --onnx`` runs it from that metadata alone. T and the crop size
 are fixed at export time. Parity: onnxruntime's outputs on random input (batch 1 and 3, so the dynamic axis is
 exercised) must match PyTorch's within ``--rtol`` (1e-4) of the largest PyTorch logit. ``--all`` tries every
 registered model and prints which exported and, for any that did not, why.
@@ -236,10 +238,12 @@ def format_rows(rows: Sequence[dict]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.export_onnx", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="trained checkpoint (*.pth)")
-    src.add_argument("--network", help="registered model name, exported untrained (needs --num-classes)")
+    src.add_argument("--weights", help="torchvision Kinetics-400 weights file (r3d_18 / mc3_18 / r2plus1d_18)")
     src.add_argument("--all", action="store_true", help="try every registered model (untrained) into --out-dir")
+    p.add_argument("--network", help="registered model name: exported untrained (needs --num-classes), or the "
+                                     "architecture of --weights")
     p.add_argument("--out", help="ONNX file to write (--checkpoint / --network)")
     p.add_argument("--out-dir", default="onnx_models", help="folder for --all")
     p.add_argument("--num-classes", type=int, default=None, help="classes of an untrained --network export")
@@ -261,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 a model did not export; bad input exits 2)."""
     args = parse_args(argv)
     start_process(args)
+    if not (args.checkpoint or args.weights or args.all or args.network):
+        die("give one of --checkpoint, --weights, --network or --all")
+    if args.network and (args.checkpoint or args.all):
+        die("--network goes with --weights or alone (untrained export), not with --checkpoint or --all")
     if args.all:
         rows = export_all(args.out_dir, args.clip_length or 16, args.crop_size or 112,
                           width_mult=args.width_mult, bench=args.bench, rtol=args.rtol)
@@ -269,18 +277,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.out:
         die("--out MODEL.onnx is required with --checkpoint or --network")
 
-    if args.checkpoint:
+    if args.checkpoint or args.weights:
+        from tools.onnx_metadata import model_metadata
         from train.inference import CheckpointError, load_model
 
+        source = args.checkpoint or args.weights
         try:
-            loaded = load_model(args.checkpoint, "cpu")
-        except CheckpointError as e:
+            loaded = load_model(source, "cpu", network=args.network if args.weights else None)
+        except (CheckpointError, ValueError) as e:
             die(str(e))
         model, pre = loaded.model, loaded.preprocess
         clip_length = args.clip_length or int(pre["clip_length"])
         crop = args.crop_size or int(pre["crop_size"])
-        metadata = {"network": loaded.network, "classes": json.dumps(loaded.classes),
-                    "preprocess": json.dumps(pre), "source_checkpoint": os.path.basename(args.checkpoint)}
+        metadata = model_metadata(loaded.network, loaded.classes, pre, clip_length, crop, INPUT_NAME,
+                                  source=os.path.basename(source))
     else:
         if not args.num_classes or args.num_classes < 1:
             die("--network needs --num-classes N (N >= 1)")
@@ -290,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             die(str(e))
         clip_length, crop = args.clip_length or 16, args.crop_size or 112
         metadata = {"network": args.network, "untrained": "true"}
-    metadata["input"] = f"{INPUT_NAME}: (batch, 3, {clip_length}, {crop}, {crop}) float32, normalised RGB"
+    metadata.setdefault("input", f"{INPUT_NAME}: (batch, 3, {clip_length}, {crop}, {crop}) float32, normalised RGB")
     shape = (3, clip_length, crop, crop)
     name = metadata["network"]
     try:
@@ -301,12 +311,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         die(f"{name} cannot be exported to ONNX: {e}", code=1)
     except ValueError as e:  # the model's own input check (e.g. too few frames)
         die(str(e))
-    row = {"network": name, "ok": True, "input_shape": ["batch", *shape], **res.__dict__}
+    from tools.onnx_metadata import file_summary
+
+    summary = file_summary(res.path)
+    row = {"network": name, "ok": True, "input_shape": ["batch", *shape], **res.__dict__,
+           "opset": summary["opset"], "ir_version": summary["ir_version"], "metadata_keys": sorted(metadata)}
     if args.json:
         print(json.dumps(row, indent=2))
     else:
-        print(f"{res.path}: {res.size_bytes / 1e6:.2f} MB, {name}, input (batch, {', '.join(map(str, shape))}), "
-              f"{res.exporter} exporter, opset {args.opset}")
+        print(f"{res.path}: {res.size_bytes:,} bytes ({res.size_bytes / 1e6:.2f} MB), {name}, input (batch, "
+              f"{', '.join(map(str, shape))}), {res.exporter} exporter, opset {summary['opset']}, "
+              f"IR version {summary['ir_version']}")
+        print(f"metadata: {', '.join(sorted(metadata))}")
         print(f"parity with PyTorch (batch 1 and 3): max relative error {res.rel_error:.2e} (limit {args.rtol:.0e})")
         if res.ort_clips_per_s:
             print(f"CPU speed, batch {args.bench_batch}, {args.threads or torch.get_num_threads()} thread(s): "

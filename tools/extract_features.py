@@ -2,6 +2,7 @@
 
     python -m tools.extract_features --checkpoint runs/r3d_18_best.pth --dataset data/ucf101 --split val \\
         --out feats_val.npz --clips-per-video 5 --per-clip
+    python -m tools.extract_features --weights r2plus1d_18-91a641e6.pth --dataset DATA --out f.npz --plot map.png
 
 Each video gives ``clips_per_video`` evenly spaced clips (the validation sampler and transform, with the clip
 length, interval, resize and crop of the checkpoint); ``model.forward_features`` pools each clip to a
@@ -12,6 +13,9 @@ Arrays in the file:
   and ``label_names`` ``(V,)`` strings, ``classes`` ``(C,)`` the dataset's class list;
 - with ``--per-clip``: ``clip_features`` ``(V*K, F)``, ``clip_video_index`` and ``clip_index`` ``(V*K,)``;
 - ``network``, ``checkpoint``, ``split`` and ``preprocess`` (JSON) describe where the features came from.
+
+``--plot map.png`` also draws the feature-space map (`tools.feature_map`): the features projected to 2-D, each
+video shown as a thumbnail of its middle frame framed in its label's colour.
 """
 from __future__ import annotations
 
@@ -100,7 +104,13 @@ def save_features(path: str | os.PathLike, arrays: dict[str, np.ndarray], per_cl
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.extract_features", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="trained checkpoint (*.pth)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="trained checkpoint (*.pth)")
+    src.add_argument("--weights", help="torchvision Kinetics-400 weights file (e.g. r2plus1d_18-91a641e6.pth)")
+    p.add_argument("--network", default=None,
+                   help="architecture of --weights: r3d_18, mc3_18 or r2plus1d_18 (default: from the tensors)")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="also draw the videos' features in 2-D with a thumbnail of each video (a PNG)")
     p.add_argument("--dataset", required=True, help="dataset root (jpg/, labels/, classes.txt)")
     p.add_argument("--labels", default=None, help="label CSV (path or name under <root>/labels/; default all.csv)")
     p.add_argument("--split", default="val", help="split to extract: train, val, test or 'all'")
@@ -122,8 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     start_process(args)
     if args.clips_per_video < 1 or args.batch_size < 1 or args.workers < 0:
         die("--clips-per-video and --batch-size must be >= 1, --workers >= 0")
+    if args.network and not args.weights:
+        die("--network names the architecture of a --weights file (a checkpoint knows its own)")
+    args.checkpoint = args.checkpoint or args.weights
     try:
-        loaded = load_model(args.checkpoint, args.device)
+        loaded = load_model(args.checkpoint, args.device, network=args.network)
     except ValueError as e:  # CheckpointError, or a --device that is not there
         die(str(e))
     split = None if args.split == "all" else args.split
@@ -140,6 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{out}: features {f.shape[0]} videos x {f.shape[1]}"
           + (f", clip_features {arrays['clip_features'].shape[0]} clips" if args.per_clip else "")
           + f", {len(arrays['classes'])} classes, split {args.split}")
+    if args.plot:
+        from tools.feature_map import plot_feature_map
+
+        try:
+            summary = plot_feature_map(arrays, args.dataset, args.plot, title=f"{loaded.network}: {args.split}")
+        except (ValueError, OSError) as e:
+            die(str(e))
+        print(f"{summary.path}: {summary.videos} videos in 2-D ({summary.method}"
+              f"{f', {summary.explained:.1%} of the variance' if summary.explained is not None else ''})")
     return 0
 
 

@@ -2,11 +2,16 @@
 
     python -m tools.predict --checkpoint runs/mict_resnet18_best.pth clip1.mp4 clip2.avi
     python -m tools.predict --checkpoint CKPT --timeline --window 32 --stride 16 --out results/preds.json video.mp4
+    python -m tools.predict --weights r2plus1d_18-91a641e6.pth --network r2plus1d_18 video.mp4   # torchvision K400
+    python -m tools.predict --onnx model.onnx video.mp4          # onnxruntime, preprocessing from the file
+    python -m tools.predict --checkpoint CKPT --frames 8 video.mp4   # fewer frames per clip: faster
 
 Video level: the softmax of ``--clips`` evenly spaced clips (the validation sampler) is averaged and the top-k
 classes printed. ``--timeline`` also slides a window over the video and gives the top class of every window with
 its time range, as a table and as a PNG strip of thumbnails. Each video is decoded once for both. Preprocessing is
 the validation transform with the clip length, frame interval, resize and crop stored in the checkpoint.
+``--frames N`` samples N frames per clip over the same time span (the interval grows), trading accuracy for
+speed; a model with a ``frame_rate`` (torchvision's, 15 fps) picks the interval from each video's fps.
 
 From Python (the demo uses this)::
 
@@ -47,6 +52,21 @@ def clip_indices(n_frames: int, clip_length: int, frame_interval: int, clips: in
     return [sampler(n_frames, k) for k in range(clips)]
 
 
+def clip_interval(clip_length: int, frame_interval: int, frames: int) -> int:
+    """Interval that spreads `frames` frames over the span of `clip_length` frames every `frame_interval`.
+
+    The nearest interval to ``clip_length * frame_interval / frames``, but never one whose clip reaches past that
+    window (a video that holds one model clip then holds the thinned clip too, without looping).
+    """
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    window = clip_length * frame_interval
+    interval = round(window / frames)
+    if frames > 1:
+        interval = min(interval, (window - 1) // (frames - 1))
+    return max(1, interval)
+
+
 def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
     """First frames of the sliding windows: ``0, stride, 2 * stride, ...`` while a whole window fits, plus one
     window ending on the last frame if the strided ones stop short of it (so the whole video is covered).
@@ -75,7 +95,7 @@ def window_indices(start: int, window: int, clip_length: int, n_frames: int) -> 
 class Predictor:
     """A loaded model plus its validation transform; predicts on one opened `VideoSource` at a time."""
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 8, crops: int = 1) -> None:
+    def __init__(self, loaded: LoadedModel, batch_size: int = 8, crops: int = 1, frames: int | None = None) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.classes = loaded.classes
@@ -83,6 +103,14 @@ class Predictor:
         pre = loaded.preprocess
         self.clip_length = int(pre["clip_length"])
         self.frame_interval = eval_interval(pre["frame_interval"])
+        # The span (frames of video) one clip covers; --frames keeps it and spreads fewer frames over it.
+        self._span_length, self._frame_rate = self.clip_length, pre.get("frame_rate")
+        if frames is not None:
+            min_frames = int(getattr(self.model, "min_frames", 1))
+            if frames < min_frames:
+                raise ValueError(f"--frames {frames}: {loaded.network} needs at least {min_frames} frames per clip")
+            self.frame_interval = clip_interval(self.clip_length, self.frame_interval, frames)
+            self.clip_length = int(frames)
         self.crops = int(crops)
         self.transform = view_transform(pre, self.crops)  # crops > 1: every clip is seen as `crops` views
         self.batch_size = max(1, int(batch_size))
@@ -90,9 +118,18 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint_path: str | os.PathLike, device: str | None = "cpu",
-                        batch_size: int = 8, crops: int = 1) -> Predictor:
-        """Load `checkpoint_path` (see `load_model`) and wrap it."""
-        return cls(load_model(checkpoint_path, device), batch_size=batch_size, crops=crops)
+                        batch_size: int = 8, crops: int = 1, network: str | None = None,
+                        frames: int | None = None) -> Predictor:
+        """Load `checkpoint_path` (see `load_model`; `network`: torchvision weights of that model) and wrap it."""
+        return cls(load_model(checkpoint_path, device, network=network), batch_size=batch_size, crops=crops,
+                   frames=frames)
+
+    def interval_for(self, source: VideoSource) -> int:
+        """Frame interval on `source`: the model's, or from the video's fps for a model with a frame rate."""
+        if not self._frame_rate or not source.fps or source.fps <= 0:
+            return self.frame_interval
+        base = max(1, round(source.fps / float(self._frame_rate)))
+        return clip_interval(self._span_length, base, self.clip_length)
 
     @property
     def default_window(self) -> int:
@@ -136,7 +173,7 @@ class Predictor:
 
         Returns the result dict described in `predict_videos`, without the PNG path.
         """
-        n, t, iv = source.n_frames, self.clip_length, self.frame_interval
+        n, t, iv = source.n_frames, self.clip_length, self.interval_for(source)
         warnings: list[str] = []
         span = clip_span(t, iv)
         looped = n < span
@@ -255,7 +292,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.predict", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="raw video files or converted frames.db folders")
-    p.add_argument("--checkpoint", required=True, help="checkpoint written by the trainer (*.pth)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="checkpoint written by the trainer (*.pth)")
+    src.add_argument("--weights", help="torchvision Kinetics-400 weights file (e.g. r2plus1d_18-91a641e6.pth)")
+    src.add_argument("--onnx", help="ONNX file written by tools.export_onnx (runs with onnxruntime)")
+    p.add_argument("--network", default=None,
+                   help="architecture of --weights: r3d_18, mc3_18 or r2plus1d_18 (default: from the tensors)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per clip (default: the model's); fewer is faster, over the same time span")
     p.add_argument("--topk", type=int, default=5, help="classes to show per video")
     p.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="evenly spaced clips averaged per video")
     p.add_argument("--timeline", action="store_true", help="also predict sliding windows over each video")
@@ -282,15 +326,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         die("--topk, --clips and --batch-size must be >= 1")
     if (args.window is not None and args.window < 1) or (args.stride is not None and args.stride < 1):
         die("--window and --stride must be >= 1 frame")
+    if args.frames is not None and args.frames < 1:
+        die("--frames must be >= 1")
+    if args.network and not args.weights:
+        die("--network names the architecture of a --weights file (a checkpoint or ONNX file knows its own)")
+    model_file = args.checkpoint or args.weights or args.onnx
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, batch_size=args.batch_size,
-                                              crops=args.crops)
+        if args.onnx:
+            from tools.onnx_predict import load_onnx_model
+
+            if args.frames is not None:
+                die(f"{args.onnx}: an ONNX graph has a fixed clip length; export it again with --clip-length "
+                    f"{args.frames} instead of --frames")
+            predictor = Predictor(load_onnx_model(args.onnx), batch_size=args.batch_size, crops=args.crops)
+        else:
+            predictor = Predictor.from_checkpoint(model_file, args.device, batch_size=args.batch_size,
+                                                  crops=args.crops, network=args.network if args.weights else None,
+                                                  frames=args.frames)
     except ValueError as e:  # CheckpointError, or a --device that is not there
         die(str(e))
-    log.info("%s: %s, %d classes, clips of %d frames every %d, crop %s", args.checkpoint, predictor.loaded.network,
+    log.info("%s: %s, %d classes, clips of %d frames every %d, crop %s", model_file, predictor.loaded.network,
              len(predictor.classes), predictor.clip_length, predictor.frame_interval,
              predictor.loaded.preprocess.get("crop_size"))
-    results = predict_videos(args.checkpoint, args.videos, topk=args.topk, clips=args.clips, timeline=args.timeline,
+    results = predict_videos(model_file, args.videos, topk=args.topk, clips=args.clips, timeline=args.timeline,
                              window=args.window, stride=args.stride, out=args.out, predictor=predictor)
     if args.out and Path(args.out).suffix:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from train.lr_schedule import StepLRSchedule
 from train.multigrid import MultigridSchedule
 from train.precise_bn import PreciseBN
 from train.precision import Precision, keep_batchnorm_fp32
+from train.pretrained import TORCHVISION_VIDEO_MODELS, missing_weights_message
 from train.recipe import build_criterion, build_ema, build_mixer, build_preemption, build_sync_bn
 from train.temporal_gates import temporal_gates_callbacks
 from train.trainer import LoaderFactory, Trainer, seed_everything
@@ -156,6 +157,8 @@ def build_run_model(args: argparse.Namespace, num_classes: int, resume: dict[str
     if resume is not None:
         return model
     if args.pretrained_3d is not None:
+        if not Path(args.pretrained_3d).is_file() and args.network in TORCHVISION_VIDEO_MODELS:
+            raise CheckpointError(f"--pretrained-3d {missing_weights_message(args.pretrained_3d, args.network)}")
         report = network.load_weights(model, args.pretrained_3d)
         if not report.loaded:
             raise CheckpointError(f"--pretrained-3d {args.pretrained_3d}: no tensor matches {args.network} by "

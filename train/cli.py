@@ -42,6 +42,7 @@ from train.distributed import (
 )
 from train.precision import NonFiniteLossError
 from train.preemption import TrainingInterrupted
+from train.pretrained import TORCHVISION_VIDEO_MODELS, missing_weights_message
 
 __all__ = ["main", "run", "train", "parse_args", "build_parser", "prepare", "TrainResult", "plain_log_files"]
 
@@ -162,6 +163,8 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
             load_checkpoint(resume)  # a corrupt file fails here, before anything is written
         for flag, path in (("--pretrained-3d", args.pretrained_3d), ("--pretrained-2d", args.pretrained_2d)):
             if path is not None and not path.is_file():
+                if flag == "--pretrained-3d" and args.network in TORCHVISION_VIDEO_MODELS:
+                    die(f"{flag} {missing_weights_message(path, args.network)}")
                 die(f"{flag} {path}: no such file")
     except (ValueError, OSError, DistributedSetupError) as e:
         die(str(e))

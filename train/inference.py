@@ -6,6 +6,10 @@ model and its validation transform the same way:
     loaded = load_model("runs/x_best.pth", resolve_device("auto"))
     transform = build_val_transform(loaded.preprocess)
     interval = eval_interval(loaded.preprocess["frame_interval"])
+
+torchvision's Kinetics-400 weights files (``r2plus1d_18-91a641e6.pth``, ...) load too, with torchvision's class
+names and preprocessing (`train.pretrained`): ``load_model(path, network="r2plus1d_18")``, or without `network`
+when the file's tensors fit one of the three models exactly.
 """
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from data.fixed_resize import fixed_resize_val_transform
 from data.sampling import eval_interval
 from data.transforms import ClipTransform, val_transform
 from network.weights import CheckpointError
 from train.checkpoint import build_model_from_checkpoint, load_checkpoint, validate_checkpoint
+from train.pretrained import is_torchvision_state, load_torchvision_video
 
 __all__ = ["DEVICE_HELP", "CheckpointError", "LoadedModel", "add_device_argument", "build_val_transform",
            "eval_interval", "load_model", "parse_device", "resolve_device"]
@@ -75,23 +81,38 @@ class LoadedModel:
 
 
 def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device | None = "cpu",
-               require_classes: bool = False) -> LoadedModel:
+               require_classes: bool = False, network: str | None = None) -> LoadedModel:
     """Load a trained checkpoint (``train.checkpoint`` format) into an eval-mode model on `device`.
 
     A checkpoint without class names still loads unless `require_classes`: classes become ``["0", "1", ...]``
-    with a warning. Raises ``CheckpointError`` (missing, corrupt, other format, unknown network, weights that do
-    not fit) with a message naming the file.
+    with a warning. With `network` the file is torchvision's Kinetics-400 weights of that model (see
+    `train.pretrained`); a bare state_dict that fits one of them exactly is recognised without it. Raises
+    ``CheckpointError`` (missing, corrupt, other format, unknown network, weights that do not fit) with a message
+    naming the file.
     """
     dev = resolve_device(device)
     path = str(checkpoint_path)
+    if network is not None:
+        return _load_torchvision(path, network, dev)
     warnings: list[str] = []
-    ckpt = load_checkpoint(path) if require_classes else _read_checkpoint(path, warnings)
+    try:
+        ckpt = load_checkpoint(path) if require_classes else _read_checkpoint(path, warnings)
+    except CheckpointError:
+        detected = is_torchvision_state(path) if os.path.isfile(path) else None
+        if detected is None:
+            raise
+        return _load_torchvision(path, detected, dev)
     try:
         model, classes, preprocess = build_model_from_checkpoint(ckpt)
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: {_first_line(e)}") from None
     model.eval().to(dev)
     return LoadedModel(model, str(ckpt["network"]), list(classes), dict(preprocess), dev, warnings)
+
+
+def _load_torchvision(path: str, network: str, device: torch.device) -> LoadedModel:
+    model, info = load_torchvision_video(path, network, device)
+    return LoadedModel(model, info.network, list(info.classes), dict(info.preprocess), device)
 
 
 def _read_checkpoint(path: str, warnings: list[str]) -> dict:
@@ -121,6 +142,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def build_val_transform(preprocess: dict) -> ClipTransform:
-    """The validation clip transform for a checkpoint's ``preprocess`` dict (crop, resize, mean, std)."""
+    """The validation clip transform for a checkpoint's ``preprocess`` dict (crop, resize, mean, std).
+
+    A ``resize`` entry ``[H, W]`` (torchvision's models) resizes to that fixed size before the centre crop;
+    otherwise the shorter side is resized to ``resize_short``.
+    """
     norm = {k: tuple(preprocess[k]) for k in ("mean", "std") if preprocess.get(k) is not None}
+    if preprocess.get("resize"):
+        return fixed_resize_val_transform(int(preprocess["crop_size"]), preprocess["resize"], **norm)
     return val_transform(int(preprocess["crop_size"]), resize_short=preprocess.get("resize_short"), **norm)
