@@ -30,7 +30,7 @@ from data.store import DB_NAME, N_FRAMES_NAME, TMP_NAME, FrameStoreError, VideoR
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INDEX_NAME", "LOCK_NAME", "IndexEntry", "IndexTable", "RefreshStats", "root_lock", "read_entry",
+__all__ = ["INDEX_NAME", "LOCK_NAME", "IndexEntry", "IndexTable", "RefreshStats", "root_lock", "video_lock", "read_entry",
            "refresh_index", "load_index", "index_path"]
 
 INDEX_NAME = "index.db"
@@ -255,3 +255,20 @@ def read_all(root: str | os.PathLike) -> list[IndexEntry]:
     finally:
         conn.close()
     return [IndexEntry(*r) for r in rows]
+
+
+@contextlib.contextmanager
+def video_lock(video_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on a video folder (created if needed) while its database is written.
+
+    A lock on the folder itself adds no file per video; a second converter on the same video waits here and then
+    finds it complete. (Local filesystems and NFSv4; a filesystem without flock support raises OSError.)
+    """
+    video_dir = Path(video_dir)
+    video_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(video_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -23,6 +23,13 @@ then the folder dataset's ``DATASET_ROOT/labels/all.csv`` and ``DATASET_ROOT/cla
   class has two or more videos and the fraction is positive), the rest ``train``; the choice is a hash of
   (``--seed``, class, video id), so it is deterministic and does not depend on file order, worker count or
   platform. Failed videos are left out of the label file.
+- The label file, ``classes.txt`` and the dataset index (``index.db``, `data.index`) are rebuilt at the end from
+  every complete video on disk, under the root's lock: converting a subset into an existing root adds to them.
+  Each video is converted under a lock on its folder, so two converters on one root never write the same video.
+- Many machines (`tools.convert_shards`): ``--num-shards N --shard-index I`` (defaults from SLURM array or
+  RANK/WORLD_SIZE variables) converts the videos whose path hashes to shard I; the last shard to finish, or
+  ``--merge``, writes labels, classes, index and failure report. ``--dask ADDRESS`` runs the per-video work on a
+  Dask cluster instead (`tools.convert_dask`).
 """
 from __future__ import annotations
 
@@ -46,9 +53,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.atomic import atomic_write
-from data.labels import Sample, safe_video_dir, write_classes, write_labels
+from data.index import video_lock
+from data.labels import safe_video_dir
 from data.store import DB_NAME, N_FRAMES_NAME, PAGE_SIZE, TMP_NAME, VideoReader, write_frames_db
-from tools.video_folder import VIDEO_EXTENSIONS, assign_val_split, scan_folder
+from tools.video_folder import VIDEO_EXTENSIONS, scan_folder
+from tools.convert_shards import ShardError, finish_root, merge_shards, missing_shards, resolve_shards, shard_of, \
+    write_shard_report
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
@@ -219,6 +229,21 @@ def _check_length(stream, container, decoded: int, src_fps: float, info: dict) -
 def convert_video(job: Job) -> Result:
     """Convert one video (or skip it if already complete); never raises for a bad video, returns a failed Result."""
     start = time.perf_counter()
+    try:
+        with video_lock(job.out_dir):
+            result = _convert_locked(job, start)
+    except OSError as e:
+        return Result(job, "failed", reason=f"cannot lock {job.out_dir} ({e.strerror or e})",
+                      seconds=time.perf_counter() - start)
+    if result.status == "failed":
+        # A database left from an older source no longer matches it: never let it count as complete.
+        marker = Path(job.out_dir) / N_FRAMES_NAME
+        if marker.exists():
+            marker.unlink()
+    return result
+
+
+def _convert_locked(job: Job, start: float) -> Result:
     source = Path(job.source)
     try:
         if not job.overwrite and is_complete(job):
@@ -344,6 +369,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class marked 'val' in all.csv")
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic train/val assignment")
     p.add_argument("--log-file", default=None, help="also append the log to this file")
+    p.add_argument("--num-shards", type=int, default=None,
+                   help="split the videos into N shards by a hash of their path (default: SLURM_ARRAY_TASK_COUNT, "
+                        "else WORLD_SIZE, else 1)")
+    p.add_argument("--shard-index", type=int, default=None,
+                   help="the shard to convert, 0..N-1 (default: SLURM_ARRAY_TASK_ID, else RANK, else 0)")
+    p.add_argument("--merge", action="store_true",
+                   help="only merge finished shards: labels, classes, index and failure report from disk")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run the per-video work on the Dask scheduler at ADDRESS (tcp://host:8786)")
     return p.parse_args(argv)
 
 
@@ -364,12 +398,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.val_fraction < 1:
         die(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     workers = max(1, args.workers)
+    try:
+        num_shards, shard_index = resolve_shards(args.num_shards, args.shard_index)
+    except ShardError as e:
+        die(str(e))
+    if args.merge:
+        if not (args.root / "jpg").is_dir():
+            die(f"{args.root}: not a dataset root (no jpg/ folder) to merge")
+        try:
+            report, _ = merge_shards(args.root, args.val_fraction, args.seed,
+                                     args.num_shards if args.num_shards else None)
+        except (ShardError, ValueError, OSError) as e:
+            die(str(e))
+        return 1 if report else 0
 
     found, failures = scan_folder(args.videos)
     _warn_stray(args.videos)
     if not found and not failures:
         die(f"{args.videos}: no videos found (expected <class>/<video> with one of "
             f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
+    if num_shards > 1:
+        def mine(path) -> bool:
+            return shard_of(os.path.relpath(path, args.videos), num_shards) == shard_index
+        found = [f for f in found if mine(f.path)]
+        failures = [f for f in failures if mine(f[0])]
+        log.info("shard %d of %d: %d videos", shard_index, num_shards, len(found))
     jobs = []
     for label, video_id, path in found:
         try:
@@ -385,18 +438,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     tqdm.monitor_interval = 0  # no monitor thread in a process that forks
     counts = {"converted": 0, "skipped": 0, "failed": 0}
     frames = nbytes = 0
-    ok_samples: list[Sample] = []
     start = time.perf_counter()
     with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="convert", dynamic_ncols=True) as bar:
-        for res in run_jobs(jobs, workers):
+        if args.dask:
+            from tools.convert_dask import run_jobs_dask
+            try:
+                results = run_jobs_dask(jobs, args.dask)
+                first_result = [next(results)] if jobs else []
+            except RuntimeError as e:
+                die(str(e))
+            results = iter([*first_result, *results])
+        else:
+            results = run_jobs(jobs, workers)
+        for res in results:
             counts[res.status] += 1
             for w in res.warnings:
                 log.warning("%s: %s", res.job.source, w)
             if res.status == "failed":
                 log.warning("%s: %s", res.job.source, res.reason)
                 failures.append((res.job.source, res.reason))
-            else:
-                ok_samples.append(Sample(video_id=res.job.video_id, label=res.job.label, split="train"))
             if res.status == "converted":
                 frames += res.frames
                 nbytes += res.bytes
@@ -405,14 +465,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                             failed=counts["failed"], refresh=False)
     seconds = time.perf_counter() - start
 
-    report = write_failures(args.root, failures)
-    if ok_samples:
-        samples = assign_val_split(ok_samples, args.val_fraction, args.seed)
-        write_labels(args.root / "labels" / "all.csv", samples)
-        write_classes(args.root / "classes.txt", sorted({s.label for s in samples}))
-        n_val = sum(s.split == "val" for s in samples)
-        log.info("wrote %s (%d train, %d val) and %s", args.root / "labels" / "all.csv", len(samples) - n_val,
-                 n_val, args.root / "classes.txt")
+    summary = {"converted": counts["converted"], "skipped": counts["skipped"], "frames": frames, "bytes": nbytes,
+               "seconds": round(seconds, 3)}
+    if num_shards > 1:
+        write_shard_report(args.root, num_shards, shard_index, failures, summary)
+        report = None
+        if not missing_shards(args.root, num_shards):
+            log.info("all %d shards have finished: merging", num_shards)
+            report, _ = merge_shards(args.root, args.val_fraction, args.seed, num_shards)
+        elif failures:
+            report = args.root / "shards"
+    else:
+        report = finish_root(args.root, failures, args.val_fraction, args.seed)
     log.info("summary: %d videos converted, %d skipped (complete), %d failed; %d frames in %.1f s = %.0f frames/s; "
              "%d bytes (%.1f MB) written", counts["converted"], counts["skipped"], len(failures), frames, seconds,
              frames / max(seconds, 1e-9), nbytes, nbytes / 1e6)
