@@ -174,7 +174,12 @@ def refresh_index(root: str | os.PathLike, rebuild: bool = False, progress: bool
                     seen.add(key)
                     kept += 1
                     continue
-                entry = read_entry(video_dir, label, video_id)
+                try:
+                    entry = read_entry(video_dir, label, video_id)
+                except FrameStoreError as e:
+                    # One broken database must not stop indexing a million others; it stays out of the index.
+                    log.warning("not indexed: %s", e)
+                    entry = None
                 if entry is None:
                     incomplete += 1
                     continue
