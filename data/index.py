@@ -38,10 +38,11 @@ LOCK_NAME = ".lock"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos(label TEXT NOT NULL, video_id TEXT NOT NULL, n_frames INTEGER NOT NULL,
     height INTEGER, width INTEGER, fps REAL, bytes INTEGER NOT NULL, source_mtime INTEGER, db_mtime INTEGER NOT NULL,
+    marker INTEGER NOT NULL,
     PRIMARY KEY(label, video_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS classes(label TEXT PRIMARY KEY, dir_mtime INTEGER NOT NULL) WITHOUT ROWID;
 """
-_COLUMNS = "label, video_id, n_frames, height, width, fps, bytes, source_mtime, db_mtime"
+_COLUMNS = "label, video_id, n_frames, height, width, fps, bytes, source_mtime, db_mtime, marker"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class IndexEntry:
     bytes: int
     source_mtime: int | None
     db_mtime: int
+    marker: bool  # an n_frames marker was there (always, except for legacy databases made without one)
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def read_entry(video_dir: str | os.PathLike, label: str, video_id: str) -> Index
         if height is None or width is None:
             height, width = reader.frame_size
     return IndexEntry(label, video_id, int(n), height, width, _float_or_none(meta.get("fps")), int(st.st_size),
-                      _int_or_none(meta.get("source_mtime")), int(st.st_mtime_ns))
+                      _int_or_none(meta.get("source_mtime")), int(st.st_mtime_ns), has_marker)
 
 
 def _connect_rw(path: Path) -> sqlite3.Connection:
@@ -152,8 +154,8 @@ def refresh_index(root: str | os.PathLike, rebuild: bool = False, progress: bool
     with root_lock(root):
         conn = _connect_rw(index_path(root))
         try:
-            old = {} if rebuild else {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(
-                "SELECT label, video_id, bytes, db_mtime FROM videos")}
+            old = {} if rebuild else {(r[0], r[1]): (r[2], r[3], bool(r[4])) for r in conn.execute(
+                "SELECT label, video_id, bytes, db_mtime, marker FROM videos")}
             # Class folder mtimes before the scan: a folder added during the scan then shows as stale later.
             class_mtimes = {p.name: p.stat().st_mtime_ns for p in jpg.iterdir()
                             if p.is_dir() and not p.name.startswith(".")}
@@ -167,10 +169,12 @@ def refresh_index(root: str | os.PathLike, rebuild: bool = False, progress: bool
                 except FileNotFoundError:
                     incomplete += 1
                     continue
-                if (video_dir / TMP_NAME).exists() and not (video_dir / N_FRAMES_NAME).is_file():
+                marker = (video_dir / N_FRAMES_NAME).is_file()
+                if (video_dir / TMP_NAME).exists() and not marker:
                     incomplete += 1
                     continue
-                if old.get(key) == (st.st_size, st.st_mtime_ns):
+                # The marker counts too: one removed since indexing (a failed reconversion) means not complete.
+                if old.get(key) == (st.st_size, st.st_mtime_ns, marker):
                     seen.add(key)
                     kept += 1
                     continue
@@ -190,7 +194,7 @@ def refresh_index(root: str | os.PathLike, rebuild: bool = False, progress: bool
             if rebuild:
                 conn.execute("DELETE FROM videos")
             conn.executemany("DELETE FROM videos WHERE label = ? AND video_id = ?", gone)
-            conn.executemany(f"INSERT OR REPLACE INTO videos({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.executemany(f"INSERT OR REPLACE INTO videos({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              [tuple(e.__dict__.values()) for e in fresh])
             conn.execute("DELETE FROM classes")
             conn.executemany("INSERT INTO classes(label, dir_mtime) VALUES (?, ?)", sorted(class_mtimes.items()))

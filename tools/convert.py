@@ -240,6 +240,10 @@ def convert_video(job: Job) -> Result:
         marker = Path(job.out_dir) / N_FRAMES_NAME
         if marker.exists():
             marker.unlink()
+        try:
+            os.rmdir(job.out_dir)  # only if empty: the folder the lock created for a video that never converted
+        except OSError:
+            pass
     return result
 
 

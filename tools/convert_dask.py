@@ -54,7 +54,7 @@ def run_jobs_dask(jobs: list, address: str, timeout: float = 60.0) -> Iterator:
         # pure=False: the same job submitted twice (a rerun) must run again, not return a cached result.
         futures = client.map(_convert_one, jobs, pure=False)
         job_of = {f.key: job for f, job in zip(futures, jobs)}
-        for future in as_completed(futures):
+        for future in as_completed(futures, loop=client.loop):
             job = job_of[future.key]
             try:
                 yield future.result()
