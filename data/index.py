@@ -30,7 +30,7 @@ from data.store import DB_NAME, N_FRAMES_NAME, TMP_NAME, FrameStoreError, VideoR
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INDEX_NAME", "LOCK_NAME", "IndexEntry", "IndexTable", "RefreshStats", "root_lock", "video_lock", "read_entry",
+__all__ = ["INDEX_NAME", "LOCK_NAME", "IndexEntry", "IndexTable", "RefreshStats", "root_lock", "video_lock", "read_entry", "add_entries",
            "refresh_index", "load_index", "index_path"]
 
 INDEX_NAME = "index.db"
@@ -281,3 +281,24 @@ def video_lock(video_dir: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def add_entries(root: str | os.PathLike, entries: list[IndexEntry]) -> None:
+    """Insert or replace rows and record the current mtime of their class folders (holds `root_lock`).
+
+    For writers that know their videos are complete (a tool generating a layout); `refresh_index` is the
+    general way to bring the index in line with the disk.
+    """
+    root = Path(root)
+    with root_lock(root):
+        conn = _connect_rw(index_path(root))
+        try:
+            labels = sorted({e.label for e in entries})
+            mtimes = [(lb, (root / "jpg" / lb).stat().st_mtime_ns) for lb in labels]
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(f"INSERT OR REPLACE INTO videos({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             [tuple(e.__dict__.values()) for e in entries])
+            conn.executemany("INSERT OR REPLACE INTO classes(label, dir_mtime) VALUES (?, ?)", mtimes)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()

@@ -187,5 +187,5 @@ def test_dask_local_cluster_of_two_processes_equals_a_local_run(videos, tmp_path
 
 
 def test_dask_unreachable_scheduler_is_one_clear_line(videos, tmp_path):
-    code, out = finish(spawn(videos, tmp_path / "root", "--dask", "tcp://127.0.0.1:9"))
+    code, out = finish(spawn(videos, tmp_path / "root", "--dask", "tcp://127.0.0.1:9", "--dask-timeout", "2"))
     assert code == 2 and "cannot reach the Dask scheduler" in out and "Traceback" not in out

@@ -382,6 +382,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="only merge finished shards: labels, classes, index and failure report from disk")
     p.add_argument("--dask", metavar="ADDRESS", default=None,
                    help="run the per-video work on the Dask scheduler at ADDRESS (tcp://host:8786)")
+    p.add_argument("--dask-timeout", type=float, default=60.0, help="seconds to wait for the Dask scheduler")
     return p.parse_args(argv)
 
 
@@ -447,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dask:
             from tools.convert_dask import run_jobs_dask
             try:
-                results = run_jobs_dask(jobs, args.dask)
+                results = run_jobs_dask(jobs, args.dask, timeout=args.dask_timeout)
                 first_result = [next(results)] if jobs else []
             except RuntimeError as e:
                 die(str(e))
