@@ -8,7 +8,7 @@ then the folder dataset's ``DATASET_ROOT/labels/all.csv`` and ``DATASET_ROOT/cla
   resampled in time (``--fps``: output frame k shows the source frame on screen at time k/fps, i.e. sample and
   hold: downsampling drops frames, upsampling repeats them)
   and JPEG-encoded at ``--quality`` (default 90) with optimised Huffman tables (``--no-jpeg-optimize``: standard
-  tables, same pixels, ~1.1-1.2x larger files).
+  tables, same pixels, 1.13x larger files on synthetic clips, docs/BENCHMARKS.md).
 - Videos are converted in parallel (``--workers`` processes, one video each at a time). A worker that dies (a
   decoder crash, the OOM killer) costs only the videos it held: they are retried alone, and recorded as failed if
   they kill a worker again.
