@@ -263,7 +263,7 @@ def read_all(root: str | os.PathLike) -> list[IndexEntry]:
         rows = conn.execute(f"SELECT {_COLUMNS} FROM videos ORDER BY label, video_id").fetchall()
     finally:
         conn.close()
-    return [IndexEntry(*r) for r in rows]
+    return [IndexEntry(*r[:-1], bool(r[-1])) for r in rows]
 
 
 @contextlib.contextmanager

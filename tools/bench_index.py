@@ -192,6 +192,8 @@ def child(mode: str, root: Path, workers: int, batch: int) -> dict:
 
 def run_child(mode: str, root: Path, cold: bool, workers: int, batch: int, timeout: float) -> dict:
     hidden = index_path(root).with_name("index.db.hidden")
+    if hidden.exists() and not index_path(root).exists():
+        hidden.rename(index_path(root))  # left hidden by an interrupted run
     how = drop_cache(root) if cold else "warm (second open)"
     if mode != "index":
         index_path(root).rename(hidden)  # the markers paths must not find an index
