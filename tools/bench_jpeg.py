@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, dirs in stores.items():
         readers = [get_reader(d) for d in dirs]
         n_frames = [len(r) for r in readers]
-        print(f"{name:<28} {clip_reads(lambda v, i: readers[v].read(i), n_frames, args.clips):>20.1f}")
+        print(f"{name:<28} {clip_reads(lambda v, i, rs=readers: rs[v].read(i), n_frames, args.clips):>20.1f}")
     decoders = [decord.VideoReader(str(p), num_threads=1) for p in sources]
     n_frames = [len(d) for d in decoders]
     print(f"{'decord (mp4 source)':<28} "
