@@ -166,3 +166,14 @@ def test_write_frames_db_then_refresh_sees_the_new_frame_count(tmp_path):
                     {"width": 24, "height": 16})
     refresh_index(root)
     assert {(e.label, e.video_id): e.n_frames for e in read_all(root)}[("run", "r1")] == 3
+
+
+def test_dataset_pickles_for_spawned_workers(tmp_path):
+    import pickle
+
+    root = make_root(tmp_path)
+    refresh_index(root)
+    ds = VideoDataset(root, split="train", clip_length=4, frame_interval=1)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert list(copy.samples) == list(ds.samples) and copy.n_frames == list(ds.n_frames)
+    assert copy[1][0].shape == ds[1][0].shape
