@@ -110,7 +110,8 @@ class VideoDataset(Dataset):
         self._label_names = cols.label_names
         self._label_codes = cols.label_codes[keep]
         self._split_codes = cols.split_codes[keep]
-        self._video_ids = StringColumn(cols.video_ids[i] for i in keep.tolist())
+        ids = [cols.video_ids[i] for i in keep.tolist()]  # a temporary list: the join below reads it fast
+        self._video_ids = StringColumn(ids)
         del cols
         used = sorted({self._label_names[c] for c in np.unique(self._label_codes).tolist()})
         unknown = [lb for lb in used if lb not in self.class_to_idx]
@@ -121,7 +122,8 @@ class VideoDataset(Dataset):
         self.labels = IntColumn(code_to_class[self._label_codes])
         self.samples = LazySequence(len(keep), self._sample)
         self.video_dirs = LazySequence(len(keep), self._video_dir)
-        self.n_frames = IntColumn(self._count_frames())
+        self.n_frames = IntColumn(self._count_frames(ids))
+        del ids
         # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._pid, self._seen_epoch, self._draws = -1, -1, 0
@@ -149,7 +151,7 @@ class VideoDataset(Dataset):
     def _video_dir(self, i: int) -> Path:
         return self.root / "jpg" / self._label_names[self._label_codes[i]] / self._video_ids[i]
 
-    def _count_frames(self) -> np.ndarray:
+    def _count_frames(self, ids: list[str]) -> np.ndarray:
         """Frame counts from the dataset index (`data.index`), else from each video's ``n_frames`` file.
 
         Videos the index lacks, and those of classes whose folder changed since indexing, fall back to their
@@ -165,7 +167,7 @@ class VideoDataset(Dataset):
             stale_codes = {i for i, name in enumerate(self._label_names) if name in stale}
             lookup = table.frame_counts
             found = np.fromiter((lookup.get(f"{self._label_names[c]}/{v}", 0) if c not in stale_codes else 0
-                                 for c, v in zip(self._label_codes.tolist(), self._video_ids)), np.int64, n)
+                                 for c, v in zip(self._label_codes.tolist(), ids)), np.int64, n)
             del table, lookup
             counts[:] = found
             todo = np.flatnonzero(found == 0)
