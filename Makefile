@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-tensorboard.txt
+$(STAMP): requirements.txt requirements-tensorboard.txt requirements-dask.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet -r requirements-tensorboard.txt
+	$(PY) -m pip install --quiet -r requirements-dask.txt
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,7 +7,8 @@ CSV of a dataset root, maps labels to class indices through ``classes.txt`` and 
 - Training (``train=True``, the default for ``split="train"``): one item per video, a random clip per access
   (`RandomClipSampler`). Evaluation: ``clips_per_video`` deterministic, evenly spaced clips per video
   (`UniformClipSampler`), item ``i`` is clip ``i % K`` of video ``i // K``.
-- Only the frame counts (the ``n_frames`` files) are read at construction; databases are opened lazily through
+- Only the frame counts are read at construction, from the dataset index (``index.db``, `data.index`: one file,
+  no per-video access), else from each video's ``n_frames`` file; databases are opened lazily through
   the per-process reader cache (`data.store.get_reader`), so no SQLite connection ever crosses a ``fork()`` into
   DataLoader workers.
 - Frames are decoded at reduced scale (libjpeg-turbo DCT scaling) when the transform's crop needs fewer pixels
@@ -34,7 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.labels import Sample, read_classes, read_labels, safe_video_dir
+from data.columns import IntColumn, LazySequence, StringColumn, read_label_columns
+from data.index import load_index
+from data.labels import SPLITS, Sample, read_classes
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals, eval_interval
 from data.short_cycle import short_cycle_crop_sizes
 from data.store import DB_NAME, N_FRAMES_NAME, FrameStoreError, get_reader, read_n_frames, reduce_for
@@ -86,7 +89,7 @@ class VideoDataset(Dataset):
         if clip_length < 1 or clips_per_video < 1:
             raise ValueError(f"clip_length and clips_per_video must be >= 1, got {clip_length}, {clips_per_video}")
         self.labels_csv = _resolve_labels_csv(self.root, labels_csv)
-        all_samples = read_labels(self.labels_csv)
+        cols = read_label_columns(self.labels_csv)
         self.split = split
         self.train = (split == "train") if train is None else bool(train)
         self.clip_length = int(clip_length)
@@ -96,19 +99,31 @@ class VideoDataset(Dataset):
         self.transform = transform if transform is not None else ToTensorNormalize()
         self.short_cycle_sizes: list[int] | None = None
 
-        self.classes = self._load_classes(classes, all_samples)
+        self.classes = self._load_classes(classes, cols.label_names)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.samples: list[Sample] = [s for s in all_samples if split is None or s.split == split]
-        if not self.samples:
+        # Per-video fields live in numpy buffers (data.columns): no Python object per video to be copied into
+        # every DataLoader worker; `samples`, `labels`, `video_dirs` and `n_frames` are array-backed views.
+        keep = (np.arange(len(cols)) if split is None else
+                np.flatnonzero(cols.split_codes == (SPLITS.index(split) if split in SPLITS else -1)))
+        if not len(keep):
             raise ValueError(f"{self.labels_csv}: no rows for split {split!r}")
-        unknown = sorted({s.label for s in self.samples} - set(self.class_to_idx))
+        self._label_names = cols.label_names
+        self._label_codes = cols.label_codes[keep]
+        self._split_codes = cols.split_codes[keep]
+        ids = [cols.video_ids[i] for i in keep.tolist()]  # a temporary list: the join below reads it fast
+        self._video_ids = StringColumn(ids)
+        del cols
+        used = sorted({self._label_names[c] for c in np.unique(self._label_codes).tolist()})
+        unknown = [lb for lb in used if lb not in self.class_to_idx]
         if unknown:
             raise ValueError(f"{self.labels_csv}: label(s) {unknown[:_MAX_LISTED]} not in the class list "
                              f"({len(unknown)} unknown)")
-        self.labels = [self.class_to_idx[s.label] for s in self.samples]
-        self.video_dirs: list[Path] = [
-            safe_video_dir(self.root, s.label, s.video_id, str(self.labels_csv)) for s in self.samples]
-        self.n_frames: list[int] = self._count_frames()
+        code_to_class = np.array([self.class_to_idx.get(n, -1) for n in self._label_names], dtype=np.int64)
+        self.labels = IntColumn(code_to_class[self._label_codes])
+        self.samples = LazySequence(len(keep), self._sample)
+        self.video_dirs = LazySequence(len(keep), self._video_dir)
+        self.n_frames = IntColumn(self._count_frames(ids))
+        del ids
         # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._pid, self._seen_epoch, self._draws = -1, -1, 0
@@ -116,7 +131,7 @@ class VideoDataset(Dataset):
                  len(self.classes), "train" if self.train else f"eval x{self.clips_per_video}")
 
     # -- construction ----------------------------------------------------------------------------------------
-    def _load_classes(self, classes: Sequence[str] | None, samples: list[Sample]) -> list[str]:
+    def _load_classes(self, classes: Sequence[str] | None, label_names: list[str]) -> list[str]:
         if classes is not None:
             classes = list(classes)
             if len(set(classes)) != len(classes):
@@ -127,24 +142,53 @@ class VideoDataset(Dataset):
             return read_classes(classes_file)
         # Sorted over every split of the CSV, so that train and val map labels identically.
         log.warning("%s not found; class indices from the sorted labels of %s", classes_file, self.labels_csv)
-        return sorted({s.label for s in samples})
+        return sorted(label_names)
 
-    def _count_frames(self) -> list[int]:
-        """Frame count of every video from its ``n_frames`` file (database only as a fallback)."""
-        counts: list[int] = []
+    def _sample(self, i: int) -> Sample:
+        return Sample(video_id=self._video_ids[i], label=self._label_names[self._label_codes[i]],
+                      split=SPLITS[self._split_codes[i]])
+
+    def _video_dir(self, i: int) -> Path:
+        return self.root / "jpg" / self._label_names[self._label_codes[i]] / self._video_ids[i]
+
+    def _count_frames(self, ids: list[str]) -> np.ndarray:
+        """Frame counts from the dataset index (`data.index`), else from each video's ``n_frames`` file.
+
+        Videos the index lacks, and those of classes whose folder changed since indexing, fall back to their
+        marker files (one warning); a video with neither marker nor database is an error.
+        """
+        n = len(self._video_ids)
+        counts = np.zeros(n, dtype=np.int64)
+        table = load_index(self.root)
+        todo = np.arange(n)
+        if table is not None:
+            stale = table.stale_classes(self.root, sorted({self._label_names[c]
+                                                          for c in np.unique(self._label_codes).tolist()}))
+            stale_codes = {i for i, name in enumerate(self._label_names) if name in stale}
+            lookup = table.frame_counts
+            found = np.fromiter((lookup.get(f"{self._label_names[c]}/{v}", 0) if c not in stale_codes else 0
+                                 for c, v in zip(self._label_codes.tolist(), ids)), np.int64, n)
+            del table, lookup
+            counts[:] = found
+            todo = np.flatnonzero(found == 0)
+            if len(todo):
+                log.warning("%s: %d of %d videos are not in the index or in class folders changed since it was "
+                            "written (%s); reading their n_frames files (update it: python -m tools.index %s)",
+                            self.labels_csv, len(todo), n, ", ".join(sorted(stale)[:_MAX_LISTED]) or "none stale",
+                            self.root)
         missing: list[str] = []
-        for sample, video_dir in zip(self.samples, self.video_dirs):
+        for i in todo.tolist():
+            video_dir = self._video_dir(i)
             if not (video_dir / N_FRAMES_NAME).is_file() and not (video_dir / DB_NAME).is_file():
-                missing.append(f"{sample.label}/{sample.video_id}")
-                counts.append(0)
+                missing.append(f"{self._label_names[self._label_codes[i]]}/{self._video_ids[i]}")
                 continue
-            n = read_n_frames(video_dir)
-            if n < 1:
-                raise FrameStoreError(f"{video_dir / N_FRAMES_NAME}: video has {n} frames")
-            counts.append(n)
+            frames = read_n_frames(video_dir)
+            if frames < 1:
+                raise FrameStoreError(f"{video_dir / N_FRAMES_NAME}: video has {frames} frames")
+            counts[i] = frames
         if missing:
             listed = ", ".join(missing[:_MAX_LISTED]) + (", ..." if len(missing) > _MAX_LISTED else "")
-            raise FrameStoreError(f"{self.labels_csv}: {len(missing)} of {len(self.samples)} videos of split "
+            raise FrameStoreError(f"{self.labels_csv}: {len(missing)} of {n} videos of split "
                                   f"{self.split!r} are not in {self.root / 'jpg'}: {listed}")
         return counts
 
@@ -221,14 +265,21 @@ class VideoDataset(Dataset):
         crop_size = None if cycle is None else self.crop_size_for(int(cycle))
         rng = self._item_rng(index)
         video, indices = self.frame_indices(index, rng)
-        reader = get_reader(self.video_dirs[video])
+        video_dir = self._video_dir(video)
+        try:
+            reader = get_reader(video_dir)
+        except FrameStoreError as e:
+            if not video_dir.exists():
+                raise FrameStoreError(f"{video_dir}: video of {self.labels_csv} was removed after the dataset "
+                                      f"was opened") from e
+            raise
         reduce = self._reduce(reader, crop_size)
         frames = reader.read(indices, reduce=reduce)
         if crop_size is None:
             clip = self.transform(frames, rng)
         else:
             clip = self.transform(frames, rng, crop_size=crop_size)
-        return clip, self.labels[video], video
+        return clip, int(self.labels.array[video]), video
 
     def _reduce(self, reader, crop_size: int | None) -> int:
         """Largest JPEG reduce factor that still gives the transform the short side it needs."""

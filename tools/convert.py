@@ -7,7 +7,8 @@ then the folder dataset's ``DATASET_ROOT/labels/all.csv`` and ``DATASET_ROOT/cla
 - Decoding uses PyAV (FFmpeg inside the wheel); frames are optionally resized (``--short-side``, aspect kept),
   resampled in time (``--fps``: output frame k shows the source frame on screen at time k/fps, i.e. sample and
   hold: downsampling drops frames, upsampling repeats them)
-  and JPEG-encoded at ``--quality`` (default 90).
+  and JPEG-encoded at ``--quality`` (default 90) with optimised Huffman tables (``--no-jpeg-optimize``: standard
+  tables, same pixels, 1.13x larger files on synthetic clips, docs/BENCHMARKS.md).
 - Videos are converted in parallel (``--workers`` processes, one video each at a time). A worker that dies (a
   decoder crash, the OOM killer) costs only the videos it held: they are retried alone, and recorded as failed if
   they kill a worker again.
@@ -26,6 +27,13 @@ then the folder dataset's ``DATASET_ROOT/labels/all.csv`` and ``DATASET_ROOT/cla
 - ``--labels LABELS.csv --source-root SRC ROOT`` converts instead exactly the videos a label file names, found
   wherever the official layout puts them under SRC, cutting ``[time_start, time_end)`` segments out of untrimmed
   sources (``tools.convert_labels``, ``tools.convert_segments``).
+- The label file, ``classes.txt`` and the dataset index (``index.db``, `data.index`) are rebuilt at the end from
+  every complete video on disk, under the root's lock: converting a subset into an existing root adds to them.
+  Each video is converted under a lock on its folder, so two converters on one root never write the same video.
+- Many machines (`tools.convert_shards`): ``--num-shards N --shard-index I`` (defaults from SLURM array or
+  RANK/WORLD_SIZE variables) converts the videos whose path hashes to shard I; the last shard to finish, or
+  ``--merge``, writes labels, classes, index and failure report. ``--dask ADDRESS`` runs the per-video work on a
+  Dask cluster instead (`tools.convert_dask`).
 """
 from __future__ import annotations
 
@@ -49,9 +57,12 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.atomic import atomic_write
-from data.labels import Sample, safe_video_dir, write_classes, write_labels
+from data.index import video_lock
+from data.labels import safe_video_dir
 from data.store import DB_NAME, N_FRAMES_NAME, PAGE_SIZE, TMP_NAME, VideoReader, write_frames_db
-from tools.video_folder import VIDEO_EXTENSIONS, assign_val_split, scan_folder
+from tools.video_folder import VIDEO_EXTENSIONS, scan_folder
+from tools.convert_shards import ShardError, finish_root, merge_shards, missing_shards, resolve_shards, shard_of, \
+    write_shard_report
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
@@ -78,6 +89,7 @@ class Job:
     overwrite: bool = False
     threads: int = 1
     page_size: int | None = None
+    jpeg_optimize: bool = True
 
 
 @dataclass
@@ -222,6 +234,25 @@ def _check_length(stream, container, decoded: int, src_fps: float, info: dict) -
 def convert_video(job: Job) -> Result:
     """Convert one video (or skip it if already complete); never raises for a bad video, returns a failed Result."""
     start = time.perf_counter()
+    try:
+        with video_lock(job.out_dir):
+            result = _convert_locked(job, start)
+    except OSError as e:
+        return Result(job, "failed", reason=f"cannot lock {job.out_dir} ({e.strerror or e})",
+                      seconds=time.perf_counter() - start)
+    if result.status == "failed":
+        # A database left from an older source no longer matches it: never let it count as complete.
+        marker = Path(job.out_dir) / N_FRAMES_NAME
+        if marker.exists():
+            marker.unlink()
+        try:
+            os.rmdir(job.out_dir)  # only if empty: the folder the lock created for a video that never converted
+        except OSError:
+            pass
+    return result
+
+
+def _convert_locked(job: Job, start: float) -> Result:
     source = Path(job.source)
     try:
         if not job.overwrite and is_complete(job):
@@ -237,7 +268,9 @@ def convert_video(job: Job) -> Result:
         meta = {**_source_meta(source), **_settings_meta(job), "label": job.label, "video_id": job.video_id}
         warnings: list[str] = []
         info: dict = {"warnings": warnings}
-        params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
+        # Optimised Huffman tables: smaller files for the same pixels (lossless step), a little more encode time.
+        params = [cv2.IMWRITE_JPEG_QUALITY, job.quality, cv2.IMWRITE_JPEG_OPTIMIZE, int(job.jpeg_optimize)]
+        meta["jpeg_optimize"] = str(int(job.jpeg_optimize))  # recorded, not a resume criterion (pixels are equal)
 
         def jpegs() -> Iterator[bytes]:
             for bgr in _decode_bgr(job, info):
@@ -344,6 +377,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality 1-100")
     p.add_argument("--fps", type=float, default=None, help="resample to this frame rate (default: native)")
     p.add_argument("--overwrite", action="store_true", help="convert again even if complete and unchanged")
+    p.add_argument("--no-jpeg-optimize", dest="jpeg_optimize", action="store_false",
+                   help="standard Huffman tables (faster encode, larger files; same pixels)")
     p.add_argument("--page-size", type=int, default=PAGE_SIZE, help="SQLite page size of new databases")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of each class marked 'val' in all.csv")
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic train/val assignment")
@@ -351,6 +386,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", type=Path, default=None,
                    help="convert exactly the videos of this label CSV (cutting segments of untrimmed sources)")
     p.add_argument("--source-root", type=Path, default=None, help="with --labels: folder holding the videos")
+    p.add_argument("--num-shards", type=int, default=None,
+                   help="split the videos into N shards by a hash of their path (default: SLURM_ARRAY_TASK_COUNT, "
+                        "else WORLD_SIZE, else 1)")
+    p.add_argument("--shard-index", type=int, default=None,
+                   help="the shard to convert, 0..N-1 (default: SLURM_ARRAY_TASK_ID, else RANK, else 0)")
+    p.add_argument("--merge", action="store_true",
+                   help="only merge finished shards: labels, classes, index and failure report from disk")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run the per-video work on the Dask scheduler at ADDRESS (tcp://host:8786)")
+    p.add_argument("--dask-timeout", type=float, default=60.0, help="seconds to wait for the Dask scheduler")
     return p.parse_args(argv)
 
 
@@ -380,12 +425,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             return convert_labels.run(args, workers)
         except (ValueError, OSError) as e:  # a bad label file or source folder: nothing was converted
             die(str(e))
+    try:
+        num_shards, shard_index = resolve_shards(args.num_shards, args.shard_index)
+    except ShardError as e:
+        die(str(e))
+    if args.merge:
+        if not (args.root / "jpg").is_dir():
+            die(f"{args.root}: not a dataset root (no jpg/ folder) to merge")
+        try:
+            report, _ = merge_shards(args.root, args.val_fraction, args.seed,
+                                     args.num_shards if args.num_shards else None)
+        except (ShardError, ValueError, OSError) as e:
+            die(str(e))
+        return 1 if report else 0
 
     found, failures = scan_folder(args.videos)
     _warn_stray(args.videos)
     if not found and not failures:
         die(f"{args.videos}: no videos found (expected <class>/<video> with one of "
             f"{', '.join(sorted(VIDEO_EXTENSIONS))})")
+    if num_shards > 1:
+        def mine(path) -> bool:
+            return shard_of(os.path.relpath(path, args.videos), num_shards) == shard_index
+        found = [f for f in found if mine(f.path)]
+        failures = [f for f in failures if mine(f[0])]
+        log.info("shard %d of %d: %d videos", shard_index, num_shards, len(found))
     jobs = []
     for label, video_id, path in found:
         try:
@@ -394,25 +458,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures.append((str(path), str(e)))
             continue
         jobs.append(Job(str(path), label, video_id, str(out_dir), args.short_side, args.quality, args.fps,
-                        args.overwrite, threads=1 if workers > 1 else 0, page_size=args.page_size))
+                        args.overwrite, threads=1 if workers > 1 else 0, page_size=args.page_size,
+                        jpeg_optimize=args.jpeg_optimize))
     args.root.mkdir(parents=True, exist_ok=True)
     log.info("converting %d videos from %s into %s with %d worker(s)", len(jobs), args.videos, args.root, workers)
 
     tqdm.monitor_interval = 0  # no monitor thread in a process that forks
     counts = {"converted": 0, "skipped": 0, "failed": 0}
     frames = nbytes = 0
-    ok_samples: list[Sample] = []
     start = time.perf_counter()
     with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="convert", dynamic_ncols=True) as bar:
-        for res in run_jobs(jobs, workers):
+        if args.dask:
+            from tools.convert_dask import run_jobs_dask
+            try:
+                results = run_jobs_dask(jobs, args.dask, timeout=args.dask_timeout)
+                first_result = [next(results)] if jobs else []
+            except RuntimeError as e:
+                die(str(e))
+            results = iter([*first_result, *results])
+        else:
+            results = run_jobs(jobs, workers)
+        for res in results:
             counts[res.status] += 1
             for w in res.warnings:
                 log.warning("%s: %s", res.job.source, w)
             if res.status == "failed":
                 log.warning("%s: %s", res.job.source, res.reason)
                 failures.append((res.job.source, res.reason))
-            else:
-                ok_samples.append(Sample(video_id=res.job.video_id, label=res.job.label, split="train"))
             if res.status == "converted":
                 frames += res.frames
                 nbytes += res.bytes
@@ -421,14 +493,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                             failed=counts["failed"], refresh=False)
     seconds = time.perf_counter() - start
 
-    report = write_failures(args.root, failures)
-    if ok_samples:
-        samples = assign_val_split(ok_samples, args.val_fraction, args.seed)
-        write_labels(args.root / "labels" / "all.csv", samples)
-        write_classes(args.root / "classes.txt", sorted({s.label for s in samples}))
-        n_val = sum(s.split == "val" for s in samples)
-        log.info("wrote %s (%d train, %d val) and %s", args.root / "labels" / "all.csv", len(samples) - n_val,
-                 n_val, args.root / "classes.txt")
+    summary = {"converted": counts["converted"], "skipped": counts["skipped"], "frames": frames, "bytes": nbytes,
+               "seconds": round(seconds, 3)}
+    if num_shards > 1:
+        write_shard_report(args.root, num_shards, shard_index, failures, summary)
+        report = None
+        if not missing_shards(args.root, num_shards):
+            log.info("all %d shards have finished: merging", num_shards)
+            report, _ = merge_shards(args.root, args.val_fraction, args.seed, num_shards)
+        elif failures:
+            report = args.root / "shards"
+    else:
+        report = finish_root(args.root, failures, args.val_fraction, args.seed)
     log.info("summary: %d videos converted, %d skipped (complete), %d failed; %d frames in %.1f s = %.0f frames/s; "
              "%d bytes (%.1f MB) written", counts["converted"], counts["skipped"], len(failures), frames, seconds,
              frames / max(seconds, 1e-9), nbytes, nbytes / 1e6)

@@ -1,0 +1,204 @@
+"""Column storage for per-video dataset fields: numpy buffers instead of one Python object per video.
+
+A DataLoader worker forked from the main process shares the parent's memory page by page until it writes to it;
+touching a Python object writes its reference count, so a list of 650k objects is copied into every worker as it
+is read. Numpy buffers are never written by reads and stay shared.
+
+- `StringColumn`: strings packed as one UTF-8 byte buffer plus an offsets array; indexing decodes one string.
+- `IntColumn`: a read-only int array that also behaves like the list it replaces (``==`` with a list, ``int``
+  items, iteration) so code written against lists keeps working.
+- `read_label_columns`: the label CSV read straight into columns, checked like `data.labels.read_labels` (every
+  error names file and line) without building a `Sample` per row.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.labels import SPLITS, LabelError, check_name
+
+__all__ = ["StringColumn", "IntColumn", "LabelColumns", "read_label_columns"]
+
+# A name check_name would reject: empty, ".", "..", a separator, NUL, or leading/trailing white space.
+_BAD_NAME = re.compile(r"^$|^\.\.?$|[/\\\0]|^\s|\s$", re.M)
+
+
+class StringColumn(Sequence):
+    """Immutable sequence of strings stored as one UTF-8 buffer and int64 offsets."""
+
+    def __init__(self, strings: Iterable[str]):
+        encoded = [s.encode("utf-8") for s in strings]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
+        self._buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for {n} strings")
+        return self._buffer[self._offsets[i]:self._offsets[i + 1]].tobytes().decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def take(self, positions: np.ndarray) -> StringColumn:
+        """A new column with the strings at `positions`."""
+        return StringColumn(self[int(p)] for p in positions)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._offsets.nbytes + self._buffer.nbytes)
+
+
+class IntColumn(Sequence):
+    """A read-only integer array that compares equal to a list of the same values and yields Python ints."""
+
+    def __init__(self, values: np.ndarray | Sequence[int], dtype=np.int64):
+        self.array = np.array(values, dtype=dtype)
+        self.array.setflags(write=False)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.array[i].tolist()
+        return int(self.array[i])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.array.tolist())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, IntColumn):
+            other = other.array
+        try:
+            other = np.asarray(other)
+        except (TypeError, ValueError):
+            return NotImplemented
+        return other.shape == self.array.shape and bool(np.array_equal(self.array, other))
+
+    __hash__ = None  # mutable-looking sequences are unhashable, like lists
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"IntColumn({self.array.tolist()!r})" if len(self) <= 10 else f"IntColumn(len={len(self)})"
+
+
+@dataclass(frozen=True)
+class LabelColumns:
+    """The rows of a label CSV as columns: label codes into `label_names`, video ids, split codes into SPLITS."""
+
+    path: Path
+    label_names: list[str]
+    label_codes: np.ndarray
+    video_ids: list[str]
+    split_codes: np.ndarray
+    lines: np.ndarray  # CSV line number of each row, for messages
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+
+def _find_bad(names: list[str], what: str, path: Path, lines: np.ndarray) -> None:
+    """Raise the `LabelError` of the first bad name (only called once the joined check found one)."""
+    for name, line in zip(names, lines):
+        check_name(name, what, f"{path}:{int(line)}")
+
+
+def read_label_columns(csv_path: str | os.PathLike) -> LabelColumns:
+    """Read a label CSV (``label,video_id,time_start,time_end,split``) into columns, validating every row.
+
+    Times are checked by `data.labels.read_labels` semantics only as far as the dataset needs: they are unused
+    for loading, so they are not parsed here.
+    """
+    path = Path(csv_path)
+    if not path.is_file():
+        raise LabelError(f"{path}: label file not found")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        missing = [c for c in ("label", "video_id", "split") if c not in header]
+        if missing:
+            hint = " (an official Kinetics csv? convert it with `python -m tools.make_labels kinetics`)" \
+                if "youtube_id" in header else ""
+            raise LabelError(f"{path}:1: header {header} lacks column(s) {missing}; "
+                             f"expected label,video_id,time_start,time_end,split{hint}")
+        li, vi, si, width = header.index("label"), header.index("video_id"), header.index("split"), len(header)
+        labels: list[str] = []
+        video_ids: list[str] = []
+        splits: list[str] = []
+        lines: list[int] = []
+        for row in reader:
+            if not row:
+                continue  # csv.DictReader skips blank lines too
+            if len(row) != width:
+                raise LabelError(f"{path}:{reader.line_num}: expected {width} fields, got {len(row)}")
+            labels.append(row[li])
+            video_ids.append(row[vi])
+            splits.append(row[si].strip())
+            lines.append(reader.line_num)
+    line_arr = np.asarray(lines, dtype=np.int64)
+    label_names = sorted(set(labels))
+    for name in label_names:
+        if _BAD_NAME.search(name) or "\n" in name or "\r" in name:
+            _find_bad(labels, "label", path, line_arr)
+    # One regex pass over all ids joined by newlines instead of a Python call per row; ids with a line break
+    # would split in two here and are caught because the count of joined lines changes.
+    joined = "\n".join(video_ids)
+    if _BAD_NAME.search(joined) or joined.count("\n") != max(len(video_ids) - 1, 0) or "\r" in joined:
+        _find_bad(video_ids, "video id", path, line_arr)
+    split_names = set(splits)
+    for bad in split_names - set(SPLITS):
+        line = lines[splits.index(bad)]
+        raise LabelError(f"{path}:{line}: split {bad!r} is not one of {', '.join(SPLITS)}")
+    label_pos = {n: i for i, n in enumerate(label_names)}
+    split_pos = {n: i for i, n in enumerate(SPLITS)}
+    return LabelColumns(path, label_names, np.fromiter((label_pos[x] for x in labels), np.int32, len(labels)),
+                        video_ids, np.fromiter((split_pos[x] for x in splits), np.int8, len(splits)), line_arr)
+
+
+class LazySequence(Sequence):
+    """A read-only sequence whose items are built on access by `getter(i)` (no object kept per item)."""
+
+    def __init__(self, n: int, getter):
+        self._n, self._getter = int(n), getter
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._getter(j) for j in range(*i.indices(self._n))]
+        i = int(i)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(f"index {i} out of range for {self._n} items")
+        return self._getter(i)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(other) == self._n and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(len={self._n})"
