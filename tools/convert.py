@@ -60,9 +60,16 @@ from data.atomic import atomic_write
 from data.index import video_lock
 from data.labels import safe_video_dir
 from data.store import DB_NAME, N_FRAMES_NAME, PAGE_SIZE, TMP_NAME, VideoReader, write_frames_db
+from tools.convert_shards import (
+    ShardError,
+    finish_root,
+    merge_shards,
+    missing_shards,
+    resolve_shards,
+    shard_of,
+    write_shard_report,
+)
 from tools.video_folder import VIDEO_EXTENSIONS, scan_folder
-from tools.convert_shards import ShardError, finish_root, merge_shards, missing_shards, resolve_shards, shard_of, \
-    write_shard_report
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
