@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "replace_durably"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "replace_durably",
+           "save_figure_png"]
 
 
 def replace_durably(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
@@ -87,3 +88,17 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     with atomic_write(path, "w", encoding=encoding, newline="") as f:
         f.write(text)
     return Path(path)
+
+
+def save_figure_png(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Write a matplotlib figure to `path` as PNG atomically (creating its folder) and close the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return path

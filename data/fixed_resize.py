@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 
-from data.transforms import MEAN, STD, Compose, ToTensorNormalize
+from data.transforms import MEAN, STD, Compose, ToTensorNormalize, crop_resize
 
 __all__ = ["FixedResizeCenterCrop", "fixed_resize_val_transform"]
 
@@ -48,16 +47,8 @@ class FixedResizeCenterCrop:
         if not isinstance(clip, np.ndarray) or clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
             raise ValueError(f"expected a uint8 clip array (T, H, W, 3), got {getattr(clip, 'shape', clip)!r}")
         crop = self.crop_size if crop_size is None else int(crop_size)
-        t, height, width, _ = clip.shape
-        y0, x0, bh, bw = self.box(height, width, crop)
-        region = clip[:, y0:y0 + bh, x0:x0 + bw]
-        if (bh, bw) == (crop, crop):
-            return np.ascontiguousarray(region)
-        interp = cv2.INTER_AREA if min(bh, bw) >= 2 * crop else cv2.INTER_LINEAR
-        out = np.empty((t, crop, crop, 3), np.uint8)
-        for i in range(t):
-            cv2.resize(region[i], (crop, crop), dst=out[i], interpolation=interp)
-        return out
+        _, height, width, _ = clip.shape
+        return crop_resize(clip, self.box(height, width, crop), crop)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(crop_size={self.crop_size}, resize={self.resize})"

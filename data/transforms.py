@@ -29,7 +29,7 @@ import torch
 
 __all__ = [
     "MEAN", "STD", "Compose", "ClipTransform", "ResizedCrop", "HorizontalFlip", "ColorJitter", "SRTGAugment",
-    "ToTensorNormalize", "train_transform", "val_transform", "default_resize_short",
+    "ToTensorNormalize", "train_transform", "val_transform", "default_resize_short", "crop_resize",
 ]
 
 # torchvision video models (Kinetics-400) normalisation.
@@ -60,6 +60,20 @@ def _as_image(clip: np.ndarray) -> np.ndarray:
     clip = np.ascontiguousarray(clip)
     t, h, w, c = clip.shape
     return clip.reshape(t * h, w, c)
+
+
+def crop_resize(clip: np.ndarray, box: tuple[int, int, int, int], crop: int) -> np.ndarray:
+    """The ``(y0, x0, height, width)`` box of every frame of `clip`, resized to ``crop x crop``."""
+    y0, x0, bh, bw = box
+    region = clip[:, y0:y0 + bh, x0:x0 + bw]
+    if (bh, bw) == (crop, crop):
+        return np.ascontiguousarray(region)
+    # Area averaging only when shrinking a lot (bilinear aliases there); bilinear is faster otherwise.
+    interp = cv2.INTER_AREA if min(bh, bw) >= 2 * crop else cv2.INTER_LINEAR
+    out = np.empty((clip.shape[0], crop, crop, 3), np.uint8)
+    for i in range(clip.shape[0]):
+        cv2.resize(region[i], (crop, crop), dst=out[i], interpolation=interp)
+    return out
 
 
 class ResizedCrop:
@@ -131,17 +145,8 @@ class ResizedCrop:
                  crop_size: int | None = None) -> np.ndarray:
         _check_clip(clip)
         crop = self.crop_size if crop_size is None else int(crop_size)
-        t, height, width, _ = clip.shape
-        y0, x0, bh, bw = self.box(height, width, rng, crop)
-        region = clip[:, y0:y0 + bh, x0:x0 + bw]
-        if (bh, bw) == (crop, crop):
-            return np.ascontiguousarray(region)
-        # Area averaging only when shrinking a lot (bilinear aliases there); bilinear is faster otherwise.
-        interp = cv2.INTER_AREA if min(bh, bw) >= 2 * crop else cv2.INTER_LINEAR
-        out = np.empty((t, crop, crop, 3), np.uint8)
-        for i in range(t):
-            cv2.resize(region[i], (crop, crop), dst=out[i], interpolation=interp)
-        return out
+        _, height, width, _ = clip.shape
+        return crop_resize(clip, self.box(height, width, rng, crop), crop)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(crop_size={self.crop_size}, resize_short={self.resize_short}, "

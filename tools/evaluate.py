@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.atomic import atomic_write, atomic_write_text
+from data.atomic import atomic_write, atomic_write_text, save_figure_png
 from data.views import CROP_CHOICES
 from train.console import die, setup_logging
 from train.inference import add_device_argument, load_model, resolve_device
@@ -94,10 +94,7 @@ def plot_confusion(cm: np.ndarray, classes: Sequence[str], path: str | os.PathLi
                     ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure_png(fig, path)
 
 
 def format_report(result: EvalResult, classes: Sequence[str], clips_per_video: int, crops: int = 1) -> str:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from data.atomic import atomic_write
+from data.atomic import save_figure_png
 from data.labels import safe_video_dir
 from data.store import open_video
 
@@ -108,10 +107,6 @@ def plot_feature_map(arrays: dict[str, np.ndarray], dataset_root: str | os.PathL
            title=(title + "  " if title else "") + f"({len(ids)} videos, PCA keeps {explained:.1%} of the variance)")
     ax.legend(loc="best", fontsize=8, title="label")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
+    path = save_figure_png(fig, path)
     log.info("feature map of %d videos written to %s", len(ids), path)
     return FeatureMap(str(path), len(ids), "pca", xy, explained)

@@ -27,12 +27,11 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from torch import nn
 
-from data.atomic import atomic_write
+from data.atomic import save_figure_png
 from train.console import add_process_options, die, start_process
 
 __all__ = ["BlockKernels", "block_kernels", "layer_type_counts", "main", "parameter_table", "save_kernel_grid"]
@@ -152,11 +151,7 @@ def save_kernel_grid(weight: np.ndarray, path: str | os.PathLike, rows: int = 64
                 ax.set_ylabel(str(o), fontsize=6, rotation=0, labelpad=8)
     fig.suptitle(title or f"{w.shape[0]} kernels, first {n_rows} shown", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
+    save_figure_png(fig, path)
     return n_rows, n_cols
 
 

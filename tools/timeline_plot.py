@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.atomic import atomic_write
+from data.atomic import save_figure_png
 
 __all__ = ["THUMB_HEIGHT", "save_timeline_png", "thumbnail", "timeline_png_path"]
 
@@ -67,12 +67,7 @@ def save_timeline_png(result: dict, thumbs: Sequence[np.ndarray], path: str | os
     fig.suptitle(f"{result['name']}: window {result['window']} frames, stride {result['stride']} "
                  f"({result['fps']:g} fps)", fontsize=9)
     fig.tight_layout(rect=(0, 0.06 if len(colours) > 1 else 0, 1, 1))
-    path = str(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return str(save_figure_png(fig, path, dpi=110))
 
 
 def timeline_png_path(video: str, out: str | os.PathLike | None) -> Path:

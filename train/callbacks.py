@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from data.atomic import atomic_write
+from data.atomic import atomic_write, save_figure_png
 from train.auto_resume import list_mid_checkpoints, mid_checkpoint_path
 from train.checkpoint import best_checkpoint_path, checkpoint_path, list_checkpoints, save_checkpoint
 from train.distributed import DistInfo
@@ -425,7 +425,4 @@ def plot_curves(path: str | os.PathLike, train_rows: list[dict[str, Any]], val_r
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure_png(fig, path)
