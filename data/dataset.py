@@ -37,7 +37,8 @@ from torch.utils.data import Dataset
 from data.labels import Sample, read_classes, read_labels, safe_video_dir
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals
 from data.short_cycle import short_cycle_crop_sizes
-from data.store import DB_NAME, N_FRAMES_NAME, FrameStoreError, get_reader, read_n_frames, reduce_for
+from data.store import (DB_NAME, N_FRAMES_NAME, FrameStoreError, collect_missing_markers, get_reader,
+                        read_n_frames, reduce_for)
 from data.transforms import ToTensorNormalize
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,8 @@ class VideoDataset(Dataset):
         self.labels = [self.class_to_idx[s.label] for s in self.samples]
         self.video_dirs: list[Path] = [
             safe_video_dir(self.root, s.label, s.video_id, str(self.labels_csv)) for s in self.samples]
-        self.n_frames: list[int] = self._count_frames()
+        with collect_missing_markers(str(self.labels_csv)):
+            self.n_frames: list[int] = self._count_frames()
         # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._pid, self._seen_epoch, self._draws = -1, -1, 0
