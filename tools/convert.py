@@ -27,14 +27,17 @@ then the folder dataset's ``DATASET_ROOT/labels/all.csv`` and ``DATASET_ROOT/cla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
+import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -48,13 +51,16 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from data.atomic import atomic_write
 from data.labels import Sample, safe_video_dir, write_classes, write_labels
 from data.store import DB_NAME, N_FRAMES_NAME, PAGE_SIZE, TMP_NAME, VideoReader, write_frames_db
-from tools.video_folder import VIDEO_EXTENSIONS, assign_val_split, scan_folder
+from tools.video_folder import VIDEO_EXTENSIONS, assign_val_split, file_problem, scan_folder
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUALITY = 90
 FAILURES_NAME = "convert_failures.csv"
+# Sane ranges: beyond them a typo (--fps 1e6, --short-side 100000) silently writes gigabytes of repeated frames.
+MAX_FPS = 1000.0
+MIN_SHORT_SIDE, MAX_SHORT_SIDE = 8, 4096
 
 
 class ConvertError(Exception):
@@ -226,6 +232,9 @@ def convert_video(job: Job) -> Result:
             if tmp.exists():
                 tmp.unlink()
             return Result(job, "skipped", frames=int((Path(job.out_dir) / N_FRAMES_NAME).read_text()))
+        problem = file_problem(source)
+        if problem:
+            raise ConvertError(problem)
         size = source.stat().st_size
         if size == 0:
             raise ConvertError("empty file (0 bytes)")
@@ -269,12 +278,54 @@ def convert_video(job: Job) -> Result:
 
 
 # -- running many ----------------------------------------------------------------------------------------------
+class Stopped(BaseException):
+    """SIGTERM (or SIGINT) reached the converter; a BaseException so that no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def _init_worker() -> None:
     cv2.setNumThreads(1)
+    # The parent decides what a signal means: it stops the workers itself (SIGTERM) and cleans up after them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, inflight: Sequence[Job]) -> None:
+    """Kill the pool's workers now (not after their current videos) and remove their half-written databases."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for job in inflight:
+        # A worker killed mid-write leaves only its temporary file (never a marker); remove it all the same.
+        (Path(job.out_dir) / TMP_NAME).unlink(missing_ok=True)
 
 
 def _died(job: Job) -> Result:
     return Result(job, "failed", reason="the worker process died while converting it (decoder crash or killed)")
+
+
+@contextlib.contextmanager
+def _stopping(pool: ProcessPoolExecutor, inflight: Callable[[], Sequence[Job]]) -> Iterator[None]:
+    """Stop the pool at once when the block ends by a signal (or the consumer abandoning the generator)."""
+    try:
+        yield
+    except BaseException:
+        _stop_pool(pool, inflight())
+        raise
 
 
 def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
@@ -288,7 +339,8 @@ def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
     pending: deque[Job] = deque(jobs)
     suspects: list[Job] = []
     while pending:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool, \
+                _stopping(pool, lambda: list(inflight.values())):
             inflight: dict = {}
             while pending or inflight:
                 while pending and len(inflight) < 2 * workers:
@@ -309,7 +361,7 @@ def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
                     log.warning("a worker process died; %d video(s) will be retried one at a time", len(suspects))
                     break
     for job in suspects:
-        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool, _stopping(pool, lambda: [job]):
             try:
                 yield pool.submit(convert_video, job).result()
             except BrokenProcessPool:
@@ -328,6 +380,28 @@ def write_failures(root: Path, failures: list[tuple[str, str]]) -> Path | None:
         writer.writerow(["path", "reason"])
         writer.writerows(sorted(failures))
     return path
+
+
+def _convert_all(jobs: list[Job], workers: int, bar: tqdm, counts: dict[str, int], failures: list[tuple[str, str]],
+                 ok_samples: list[Sample], start: float) -> None:
+    """Run the jobs, counting results into `counts` (also "frames" and "bytes"), `failures` and `ok_samples`."""
+    counts.update(frames=0, bytes=0)
+    for res in run_jobs(jobs, workers):
+        counts[res.status] += 1
+        for w in res.warnings:
+            log.warning("%s: %s", res.job.source, w)
+        if res.status == "failed":
+            log.warning("%s: %s", res.job.source, res.reason)
+            failures.append((res.job.source, res.reason))
+        else:
+            ok_samples.append(Sample(video_id=res.job.video_id, label=res.job.label, split="train"))
+        if res.status == "converted":
+            counts["frames"] += res.frames
+            counts["bytes"] += res.bytes
+        bar.update()
+        bar.set_postfix(frames=counts["frames"],
+                        fps=f"{counts['frames'] / max(time.perf_counter() - start, 1e-9):.0f}",
+                        failed=counts["failed"], refresh=False)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -353,12 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(log_file=args.log_file)
     if not args.videos.is_dir():
         die(f"{args.videos}: no such folder (expected <class>/<video file>)")
-    if args.short_side is not None and args.short_side < 1:
-        die(f"--short-side must be positive, got {args.short_side}")
+    if args.short_side is not None and not MIN_SHORT_SIDE <= args.short_side <= MAX_SHORT_SIDE:
+        die(f"--short-side must be in {MIN_SHORT_SIDE}..{MAX_SHORT_SIDE} pixels, got {args.short_side}")
     if not 1 <= args.quality <= 100:
         die(f"--quality must be in 1..100, got {args.quality}")
-    if args.fps is not None and not args.fps > 0:
-        die(f"--fps must be positive, got {args.fps}")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:  # also refuses nan and inf (an endless loop)
+        die(f"--fps must be a frame rate in (0, {MAX_FPS:g}], got {args.fps}")
     if args.page_size not in (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
         die(f"--page-size must be a power of two in 512..65536, got {args.page_size}")
     if not 0 <= args.val_fraction < 1:
@@ -379,30 +453,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         jobs.append(Job(str(path), label, video_id, str(out_dir), args.short_side, args.quality, args.fps,
                         args.overwrite, threads=1 if workers > 1 else 0, page_size=args.page_size))
-    args.root.mkdir(parents=True, exist_ok=True)
+    if args.root.exists() and not args.root.is_dir():
+        die(f"{args.root}: exists and is not a folder (the dataset root must be a folder)")
+    try:
+        args.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=args.root, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        die(f"{args.root}: dataset root is not writable ({e.strerror or e})")
     log.info("converting %d videos from %s into %s with %d worker(s)", len(jobs), args.videos, args.root, workers)
 
     tqdm.monitor_interval = 0  # no monitor thread in a process that forks
     counts = {"converted": 0, "skipped": 0, "failed": 0}
-    frames = nbytes = 0
     ok_samples: list[Sample] = []
     start = time.perf_counter()
-    with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="convert", dynamic_ncols=True) as bar:
-        for res in run_jobs(jobs, workers):
-            counts[res.status] += 1
-            for w in res.warnings:
-                log.warning("%s: %s", res.job.source, w)
-            if res.status == "failed":
-                log.warning("%s: %s", res.job.source, res.reason)
-                failures.append((res.job.source, res.reason))
-            else:
-                ok_samples.append(Sample(video_id=res.job.video_id, label=res.job.label, split="train"))
-            if res.status == "converted":
-                frames += res.frames
-                nbytes += res.bytes
-            bar.update()
-            bar.set_postfix(frames=frames, fps=f"{frames / max(time.perf_counter() - start, 1e-9):.0f}",
-                            failed=counts["failed"], refresh=False)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="convert",
+                                           dynamic_ncols=True) as bar:
+            _convert_all(jobs, workers, bar, counts, failures, ok_samples, start)
+    except (KeyboardInterrupt, Stopped) as e:
+        signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        done = counts["converted"] + counts["skipped"]
+        print(f"interrupted by {signal.Signals(signum).name}: {done} of {len(jobs)} videos finished, nothing half-"
+              f"written is marked complete; run the same command again to resume (finished videos are skipped)",
+              file=sys.stderr, flush=True)
+        return 128 + int(signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    frames, nbytes = counts.pop("frames"), counts.pop("bytes")
     seconds = time.perf_counter() - start
 
     report = write_failures(args.root, failures)

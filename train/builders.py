@@ -32,6 +32,7 @@ from train.lr_schedule import StepLRSchedule
 from train.multigrid import MultigridSchedule
 from train.precise_bn import PreciseBN
 from train.precision import Precision, keep_batchnorm_fp32
+from train.size_checks import check_clip_fits
 from train.trainer import LoaderFactory, Trainer, seed_everything
 
 __all__ = ["Setup", "Datasets", "prepare", "build_datasets", "build_run_model", "build_multigrid",
@@ -119,6 +120,7 @@ def build_datasets(args: argparse.Namespace) -> Datasets:
     """The training set and, when the label CSV has the validation split, the validation set."""
     resize_short = args.resize_short or default_resize_short(args.clip_size)
     train_ds = _train_dataset(args, resize_short)
+    check_clip_fits(train_ds, args.clip_size, resize_short)
     classes = list(train_ds.classes)
     val_ds = None
     if any(s.split == args.val_split for s in read_labels(train_ds.labels_csv)):

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from data.atomic import atomic_write
-from train.checkpoint import best_checkpoint_path, checkpoint_path, list_checkpoints, save_checkpoint
+from train.checkpoint import (best_checkpoint_path, checkpoint_path, list_checkpoints, nonfinite_tensors,
+                              save_checkpoint, unwrap_model)
 from train.metrics import WindowAverage
 from train.distributed import DistInfo
+from train.precision import NonFiniteLossError
 
 log = logging.getLogger("train")
 
@@ -330,8 +332,17 @@ class Checkpointer(Callback):
         self.last_path: Path | None = None
 
     def on_epoch_end(self, trainer, epoch, logs):
+        # On every rank (DDP keeps the weights equal, so all stop together): a model of NaNs is never saved,
+        # never "best", and ends the run with an error; the previous checkpoints stay as they were.
+        bad = nonfinite_tensors(unwrap_model(trainer.model).state_dict())
+        if bad:
+            total = len(unwrap_model(trainer.model).state_dict())
+            raise NonFiniteLossError(f"epoch {epoch}: {len(bad)} of {total} model tensors hold NaN/inf (e.g. "
+                                     f"{bad[0]}); not saved. Lower --lr-base or use --clip-grad-norm")
         val = logs.get("val")
-        improved = val is not None and (self.best is None or val[self.monitor] > self.best)
+        # A NaN figure must never count as an improvement (nor become the best that later ones are compared to).
+        scored = val is not None and math.isfinite(val[self.monitor])
+        improved = scored and (self.best is None or val[self.monitor] > self.best)
         if improved:
             self.best = val[self.monitor]
             self.best_epoch = epoch

@@ -22,7 +22,7 @@ from network.weights import CheckpointError
 
 __all__ = [
     "CheckpointError", "FORMAT", "best_checkpoint_path", "build_model_from_checkpoint", "capture_rng_state",
-    "check_same_model", "checkpoint_path", "list_checkpoints", "load_checkpoint", "model_state_dict",
+    "check_same_model", "checkpoint_path", "list_checkpoints", "load_checkpoint", "model_state_dict", "nonfinite_tensors",
     "restore_rng_state", "save_checkpoint", "unwrap_model", "validate_checkpoint",
 ]
 
@@ -62,6 +62,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
     return path
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or inf."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def validate_checkpoint(ckpt: Any, path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:
