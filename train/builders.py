@@ -279,7 +279,21 @@ def _load_resume(args: argparse.Namespace, num_classes: int, classes: list[str])
     check_same_model(ckpt, args.network, num_classes, path)
     if list(ckpt["classes"]) != classes:
         raise CheckpointError(f"{path}: checkpoint classes differ from the dataset's classes")
+    _check_same_shape_args(ckpt, args, path)
     return path, ckpt
+
+
+def _check_same_shape_args(ckpt: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
+    """A resumed model must be built as the checkpoint's was: name the option that differs (e.g. the width)."""
+    stored = dict(ckpt.get("model_kwargs") or {})
+    asked = _model_kwargs(args)
+    for key in sorted(set(stored) | set(asked)):
+        if key == "dropout":
+            continue  # no weights depend on it
+        if stored.get(key) != asked.get(key):
+            flag = "--width-mult" if key == "width_mult" else f"--model-arg {key}=..."
+            raise CheckpointError(f"{path}: checkpoint was trained with {key}={stored.get(key, 'default')}, this run "
+                                  f"asks for {key}={asked.get(key, 'default')}: give the same {flag} to resume it")
 
 
 def _restore(trainer: Trainer, ckpt: dict[str, Any], path: Path, end_epoch: int) -> None:

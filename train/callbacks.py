@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from data.atomic import atomic_write
 from train.checkpoint import (best_checkpoint_path, checkpoint_path, list_checkpoints, nonfinite_tensors,
-                              save_checkpoint, unwrap_model)
+                              remove_stale_temp_files, save_checkpoint, unwrap_model)
 from train.metrics import WindowAverage
 from train.distributed import DistInfo
 from train.precision import NonFiniteLossError
@@ -331,15 +331,24 @@ class Checkpointer(Callback):
         self.best_epoch: int | None = None
         self.last_path: Path | None = None
 
+    def on_train_begin(self, trainer, logs):
+        if trainer.dist.is_main:
+            remove_stale_temp_files(self.model_dir)
+
     def on_epoch_end(self, trainer, epoch, logs):
         # On every rank (DDP keeps the weights equal, so all stop together): a model of NaNs is never saved,
         # never "best", and ends the run with an error; the previous checkpoints stay as they were.
-        bad = nonfinite_tensors(unwrap_model(trainer.model).state_dict())
+        model = getattr(trainer, "model", None)
+        weights = unwrap_model(model).state_dict() if model is not None else {}
+        bad = nonfinite_tensors(weights)
         if bad:
-            total = len(unwrap_model(trainer.model).state_dict())
+            total = len(weights)
             raise NonFiniteLossError(f"epoch {epoch}: {len(bad)} of {total} model tensors hold NaN/inf (e.g. "
                                      f"{bad[0]}); not saved. Lower --lr-base or use --clip-grad-norm")
         val = logs.get("val")
+        if val is not None and not math.isfinite(val.get("loss", 0.0)):
+            raise NonFiniteLossError(f"epoch {epoch}: validation loss is {val['loss']} (the model's outputs are not "
+                                     "finite); not saved. Lower --lr-base or use --clip-grad-norm")
         # A NaN figure must never count as an improvement (nor become the best that later ones are compared to).
         scored = val is not None and math.isfinite(val[self.monitor])
         improved = scored and (self.best is None or val[self.monitor] > self.best)

@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from train.arguments import build_parser, parse_args
 from train.builders import Setup, prepare, resume_path
-from train.checkpoint import best_checkpoint_path, load_checkpoint
+from train.checkpoint import CheckpointWriteError, best_checkpoint_path, load_checkpoint
 from train.console import die, setup_logging
 from train.distributed import (
     DistInfo,
@@ -74,6 +74,19 @@ def _check_writable_dir(path: Path, what: str) -> None:
             pass
     except OSError as e:
         raise PermissionError(f"{what} {path} is not writable ({e.strerror or e})") from None
+
+
+def _check_log_file(path: Path) -> None:
+    """The log is appended to a regular file: a device (/dev/full), FIFO or folder is refused up front."""
+    if not path.exists():
+        return  # its folder was proven writable; a rejected run must not leave an empty log behind
+    if not path.is_file():
+        raise ValueError(f"--log-file {path}: not a regular file (the log is appended to a plain file)")
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"--log-file {path}: cannot be written ({e.strerror or e})") from None
 
 
 def _script_for_torchrun() -> str:
@@ -162,6 +175,7 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
         _check_dataset_root(args.dataset)
         _check_writable_dir(Path(args.model_dir), "--model-dir")
         _check_writable_dir(Path(args.log_file).parent, "--log-file folder")
+        _check_log_file(Path(args.log_file))
         resume = resume_path(args)
         if resume is not None:
             load_checkpoint(resume)  # a corrupt file fails here, before anything is written
@@ -195,7 +209,7 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
                         handler.handle(record)
         train(setup)
         finished = True
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, CheckpointWriteError) as e:
         _fail_run(str(e), 1, dist_info)
     except (ValueError, OSError) as e:
         if setup is None:
