@@ -37,8 +37,8 @@ def _number_type(convert: Callable[[str], float], ok: Callable[[float], bool], w
 positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
 # Finite only: inf/nan pass `v > 0`-style checks or overflow later (an lr of inf trains a model of NaNs).
-positive_float = _number_type(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
-non_negative_float = _number_type(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+positive_float = _number_type(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+non_negative_float = _number_type(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 
 
 def model_arg(text: str) -> tuple[str, Any]:
