@@ -37,8 +37,15 @@ from torch.utils.data import Dataset
 from data.labels import Sample, read_classes, read_labels, safe_video_dir
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals
 from data.short_cycle import short_cycle_crop_sizes
-from data.store import (DB_NAME, N_FRAMES_NAME, FrameStoreError, collect_missing_markers, get_reader,
-                        read_n_frames, reduce_for)
+from data.store import (
+    DB_NAME,
+    N_FRAMES_NAME,
+    FrameStoreError,
+    collect_missing_markers,
+    get_reader,
+    read_n_frames,
+    reduce_for,
+)
 from data.transforms import ToTensorNormalize
 
 log = logging.getLogger(__name__)

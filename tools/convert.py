@@ -37,11 +37,12 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -319,12 +320,13 @@ def _died(job: Job) -> Result:
 
 
 @contextlib.contextmanager
-def _stopping(pool: ProcessPoolExecutor, inflight: Callable[[], Sequence[Job]]) -> Iterator[None]:
-    """Stop the pool at once when the block ends by a signal (or the consumer abandoning the generator)."""
+def _stopping(pool: ProcessPoolExecutor, inflight: dict[Any, Job] | list[Job]) -> Iterator[None]:
+    """Stop the pool at once when the block ends by a signal (or the consumer abandoning the generator);
+    `inflight` is the live container of the jobs the workers hold (a future -> job dict, or a list)."""
     try:
         yield
     except BaseException:
-        _stop_pool(pool, inflight())
+        _stop_pool(pool, list(inflight.values()) if isinstance(inflight, dict) else list(inflight))
         raise
 
 
@@ -339,9 +341,9 @@ def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
     pending: deque[Job] = deque(jobs)
     suspects: list[Job] = []
     while pending:
+        inflight: dict = {}
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool, \
-                _stopping(pool, lambda: list(inflight.values())):
-            inflight: dict = {}
+                _stopping(pool, inflight):
             while pending or inflight:
                 while pending and len(inflight) < 2 * workers:
                     job = pending.popleft()
@@ -361,7 +363,7 @@ def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
                     log.warning("a worker process died; %d video(s) will be retried one at a time", len(suspects))
                     break
     for job in suspects:
-        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool, _stopping(pool, lambda: [job]):
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool, _stopping(pool, [job]):
             try:
                 yield pool.submit(convert_video, job).result()
             except BrokenProcessPool:
