@@ -338,6 +338,10 @@ def run_jobs(jobs: list[Job], workers: int) -> Iterator[Result]:
         return
     # fork: workers start fast and need nothing re-imported; the parent holds no SQLite connections.
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    # OpenCV's thread pool does not survive fork: a child inheriting a started pool blocks for ever in
+    # cv2.setNumThreads (seen after this process had encoded with OpenCV). With one thread here, the
+    # children inherit no pool; this process only coordinates while they work.
+    cv2.setNumThreads(1)
     pending: deque[Job] = deque(jobs)
     suspects: list[Job] = []
     while pending:
