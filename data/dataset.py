@@ -40,7 +40,15 @@ from data.index import load_index
 from data.labels import SPLITS, Sample, read_classes
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals, eval_interval
 from data.short_cycle import short_cycle_crop_sizes
-from data.store import DB_NAME, N_FRAMES_NAME, FrameStoreError, get_reader, read_n_frames, reduce_for
+from data.store import (
+    DB_NAME,
+    N_FRAMES_NAME,
+    FrameStoreError,
+    collect_missing_markers,
+    get_reader,
+    read_n_frames,
+    reduce_for,
+)
 from data.transforms import ToTensorNormalize
 
 log = logging.getLogger(__name__)
@@ -122,7 +130,8 @@ class VideoDataset(Dataset):
         self.labels = IntColumn(code_to_class[self._label_codes])
         self.samples = LazySequence(len(keep), self._sample)
         self.video_dirs = LazySequence(len(keep), self._video_dir)
-        self.n_frames = IntColumn(self._count_frames(ids))
+        with collect_missing_markers(str(self.labels_csv)):
+            self.n_frames = IntColumn(self._count_frames(ids))
         del ids
         # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()

@@ -98,12 +98,49 @@ def read_labels(csv_path: str | os.PathLike) -> list[Sample]:
     """Read a label CSV (header ``label,video_id,time_start,time_end,split``; times may be empty).
 
     Every row is checked (known split, safe label and video id, numeric times); errors name ``file:line``.
+    A UTF-8 byte-order mark is accepted. Duplicate rows and videos in two splits are warned about (once).
     """
     path = Path(csv_path)
     if not path.is_file():
         raise LabelError(f"{path}: label file not found")
+    try:
+        samples = _read_label_rows(path)
+    except UnicodeDecodeError as e:
+        raise LabelError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
+                         "UTF-8") from None
+    _warn_duplicates_and_overlap(path, samples)
+    return samples
+
+
+# Label files already checked for duplicates in this process: (path, size, mtime) -> warned once.
+_CHECKED: set[tuple[str, int, int]] = set()
+
+
+def _warn_duplicates_and_overlap(path: Path, samples: list[Sample]) -> None:
+    """Warn (once per file version) about repeated rows and videos in more than one split."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _CHECKED:
+        return
+    _CHECKED.add(key)
+    seen: set[Sample] = set()
+    duplicates = [s for s in samples if s in seen or seen.add(s)]
+    if duplicates:
+        log.warning("%s: %d duplicate row(s), e.g. %s,%s (split %s); each copy is sampled again", path,
+                    len(duplicates), duplicates[0].label, duplicates[0].video_id, duplicates[0].split)
+    splits: dict[str, set[str]] = {}
+    for s in samples:
+        splits.setdefault(s.video_id, set()).add(s.split)
+    shared = sorted(v for v, names in splits.items() if len(names) > 1)
+    if shared:
+        log.warning("%s: %d video(s) appear in more than one split, e.g. %s in %s: an evaluation on them is "
+                    "contaminated by training", path, len(shared), shared[0], " and ".join(sorted(splits[shared[0]])))
+
+
+def _read_label_rows(path: Path) -> list[Sample]:
     samples: list[Sample] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: spreadsheet programs write a byte-order mark, which would otherwise be part of the first column.
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in ("label", "video_id", "split") if c not in header]
@@ -112,7 +149,7 @@ def read_labels(csv_path: str | os.PathLike) -> list[Sample]:
                 if "youtube_id" in header else ""
             raise LabelError(f"{path}:1: header {header} lacks column(s) {missing}; expected {','.join(COLUMNS)}{hint}")
         reader.fieldnames = header
-        for row in reader:
+        for row in _rows(reader, path):
             where = f"{path}:{reader.line_num}"
             if None in row or any(row.get(c) is None for c in ("label", "video_id", "split")):
                 raise LabelError(f"{where}: expected {len(header)} fields")
@@ -127,6 +164,19 @@ def read_labels(csv_path: str | os.PathLike) -> list[Sample]:
                 time_start=_parse_time(row.get("time_start") or "", "time_start", where),
                 time_end=_parse_time(row.get("time_end") or "", "time_end", where)))
     return samples
+
+
+def _rows(reader: csv.DictReader, path: Path):
+    """The reader's rows; a CSV syntax error (e.g. a field over the csv module's 128 KB limit) names file:line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            # line_num counts the lines finished before the failing one
+            raise LabelError(f"{path}:{reader.line_num + 1}: not a valid label CSV row ({e})") from None
+        yield row
 
 
 def write_labels(csv_path: str | os.PathLike, samples: Iterable[Sample]) -> int:
@@ -155,7 +205,7 @@ def read_classes(path: str | os.PathLike) -> list[str]:
         raise LabelError(f"{path}: class list not found")
     classes: list[str] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
             name = line.rstrip("\r\n")
             if not name.strip():

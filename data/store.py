@@ -12,7 +12,13 @@ distinct frames of a clip with one indexed ``WHERE idx IN (...)`` query, decodes
 libjpeg-turbo on OpenCV >= 4.10) into its slot of one preallocated ``(T, H, W, 3)`` uint8 array and copies repeated
 indices. Reduced-scale decoding (``reduce=2|4|8``) uses libjpeg-turbo's DCT-domain scaling through
 ``cv2.IMREAD_REDUCED_COLOR_N``: the output is ``ceil(H/r) x ceil(W/r)``. Corrupt frames raise, naming file and
-frame (a JPEG without its end marker counts as corrupt: libjpeg would fill the missing part with grey).
+frame (a JPEG without its end marker counts as corrupt: libjpeg would fill the missing part with grey; so do a
+blob that is not JPEG data, e.g. PNG, and a value stored as TEXT).
+
+Checksums: the converter stores the CRC-32 of every JPEG blob in ``frames.crc32`` (and ``checksum=crc32`` in
+``meta``); readers verify each blob they fetch, so bytes changed after conversion (which libjpeg would often
+decode "successfully" into a damaged frame) raise instead. The extra column leaves the ``Images`` view, and so
+legacy readers, unchanged; databases without it are read unverified.
 
 The legacy ``dataset2database`` format (a table ``Images(ObjId, frames[, size])`` without index, ObjId
 ``<video>/frame_%05d``, 1-based) is read unchanged: the frame number is parsed from the ObjId suffix, frames are
@@ -20,7 +26,7 @@ ordered by that number (never by string) and an index -> rowid map is built once
 
 Frame count, decided as follows: our format stores ``n_frames`` in ``meta`` in the same transaction as the frames,
 so the database alone is authoritative; the ``n_frames`` file next to it is the converter's completion marker and
-a cheap count for dataset indexing (``read_n_frames``). When the file is missing the reader falls back to the
+a cheap count for dataset indexing (``read_n_frames``). Complete means every index ``0..n_frames-1`` is stored. When the file is missing the reader falls back to the
 database (meta, else the number of rows) and logs a warning. A database with fewer rows than ``n_frames`` (from
 meta or from the file) is refused; a file smaller than the database wins (the dataset indexed that many frames).
 
@@ -30,14 +36,16 @@ open readers per process.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sqlite3
 import stat
 import urllib.parse
+import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +86,10 @@ _LEGACY_NUMBER = re.compile(r"(\d+)\s*$")
 # Connections inherited through fork(): kept referenced so that they are never closed in the child.
 _INHERITED: list[sqlite3.Connection] = []
 _WARNED: set[str] = set()
+# While `collect_missing_markers` is active: the databases opened without an n_frames marker (one summary line).
+_NO_MARKER: list[list[str]] = []
+# `meta` value naming the per-frame checksum column of `frames`; databases without it are read unverified.
+CHECKSUM = "crc32"
 
 
 class FrameStoreError(ValueError):
@@ -94,6 +106,11 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise ValueError("JPEG encoding failed")
     return buf.tobytes()
+
+
+def frame_checksum(blob: bytes) -> int:
+    """The checksum stored next to every frame: CRC-32 of the blob (about 1% of a JPEG decode's time)."""
+    return zlib.crc32(blob)
 
 
 def _truncated_jpeg(blob: bytes) -> bool:
@@ -144,6 +161,32 @@ def _connect_ro(db: Path, immutable: bool, mmap_size: int) -> sqlite3.Connection
     return conn
 
 
+@contextlib.contextmanager
+def collect_missing_markers(where: str) -> Iterator[None]:
+    """Within this block, databases without an `n_frames` marker are not warned about one by one: a single
+    summary line naming `where` is logged at the end (a legacy dataset would otherwise log a line per video)."""
+    _NO_MARKER.append([])
+    try:
+        yield
+    finally:
+        found = _NO_MARKER.pop()
+        if found:
+            log.warning("%s: %d database(s) have no %s file (legacy dataset2database data or an unfinished "
+                        "conversion), e.g. %s; their frame counts come from the databases", where, len(found),
+                        N_FRAMES_NAME, found[0])
+
+
+def _parse_count(text: str, where: Path) -> int:
+    """A frame count read from a marker: a positive integer, else FrameStoreError naming the file."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise FrameStoreError(f"{where}: expected one integer, got {text[:40]!r}") from None
+    if n < 1:
+        raise FrameStoreError(f"{where}: frame count {n} (must be a positive integer)")
+    return n
+
+
 def read_n_frames(video_dir: str | os.PathLike) -> int:
     """Frame count of a converted video: its `n_frames` file, else the database (with a warning)."""
     video_dir = Path(video_dir)
@@ -153,10 +196,7 @@ def read_n_frames(video_dir: str | os.PathLike) -> int:
     except FileNotFoundError:
         pass
     else:
-        try:
-            return int(text)
-        except ValueError:
-            raise FrameStoreError(f"{marker}: expected one integer, got {text[:40]!r}") from None
+        return _parse_count(text, marker)
     reader = open_video(video_dir)
     try:
         return len(reader)
@@ -195,6 +235,8 @@ class VideoReader:
             self.meta = self._inspect_other()
         except sqlite3.DatabaseError as e:
             raise FrameStoreError(f"{self.path}: not an SQLite database ({e})") from e
+        # Databases written before checksums existed (or by other tools) are read unverified.
+        self.checksummed = not self.legacy and self.meta.get("checksum") == CHECKSUM
         if not self.legacy:
             self._n = self._count_ours()
         if self._n == 0:
@@ -233,9 +275,16 @@ class VideoReader:
                 raise FrameStoreError(f"{self.path}: frames table has {count} rows for indices 0..{rows_span - 1}")
             log.warning("%s: no n_frames in meta; counted %d rows", self.path, count)
             return count
-        n = int(self.meta["n_frames"])
+        n = _parse_count(self.meta["n_frames"], self.path)
         if rows_span < n:
             raise FrameStoreError(f"{self.path}: incomplete, {rows_span} frames stored but n_frames is {n}")
+        # Complete means every index 0..n-1 is there: a deleted row leaves max(idx) alone but not the count.
+        (present,) = self._conn.execute("SELECT count(*) FROM frames WHERE idx < ?", (n,)).fetchone()
+        if present != n:
+            have = {i for (i,) in self._conn.execute("SELECT idx FROM frames WHERE idx < ?", (n,))}
+            gaps = [i for i in range(n) if i not in have][:5]
+            raise FrameStoreError(f"{self.path}: incomplete, {n - present} of frames 0..{n - 1} missing "
+                                  f"(first: {gaps})")
         return n
 
     def _index_legacy(self) -> int:
@@ -264,6 +313,9 @@ class VideoReader:
         try:
             text = marker.read_text().strip()
         except FileNotFoundError:
+            if _NO_MARKER:
+                _NO_MARKER[-1].append(str(self.path))
+                return
             # Once per file and process: a dataset without markers would otherwise log on every reopen.
             level = logging.DEBUG if str(self.path) in _WARNED else logging.WARNING
             _WARNED.add(str(self.path))
@@ -272,10 +324,7 @@ class VideoReader:
             return
         except OSError as e:
             raise FrameStoreError(f"{marker}: unreadable ({e})") from e
-        try:
-            expected = int(text)
-        except ValueError:
-            raise FrameStoreError(f"{marker}: expected one integer, got {text[:40]!r}") from None
+        expected = _parse_count(text, marker)
         if expected > self._n:
             raise FrameStoreError(f"{self.path}: incomplete, {self._n} frames stored but {marker} says {expected}")
         # A marker smaller than the database means the marker wins: never hand out frames the dataset did not count.
@@ -333,7 +382,10 @@ class VideoReader:
             chunk = unique[start:start + _MAX_VARS]
             marks = ",".join("?" * len(chunk))
             try:
-                if self._rowids is None:
+                if self.checksummed:
+                    got = self._verified(conn.execute(
+                        f"SELECT idx, jpeg, {CHECKSUM} FROM frames WHERE idx IN ({marks})", chunk).fetchall())
+                elif self._rowids is None:
                     got = conn.execute(f"SELECT idx, jpeg FROM frames WHERE idx IN ({marks})", chunk).fetchall()
                 else:
                     keys = self._rowids[chunk].tolist()
@@ -348,8 +400,22 @@ class VideoReader:
             raise FrameStoreError(f"{self.path}: frame(s) {missing[:5]} missing from the database")
         return rows
 
+    def _verified(self, rows: list[tuple[int, Any, Any]]) -> list[tuple[int, Any]]:
+        """(idx, blob) rows whose blob matches its stored checksum; FrameStoreError naming the first that does not."""
+        for index, blob, crc in rows:
+            if isinstance(blob, bytes) and frame_checksum(blob) != crc:
+                raise FrameStoreError(f"{self.path}: frame {index} fails its checksum (the stored JPEG bytes were "
+                                      "changed after conversion; re-convert the video)")
+        return [(index, blob) for index, blob, _ in rows]
+
     def _decode(self, blob: bytes | None, index: int, reduce: int) -> np.ndarray:
         img = None
+        if blob is not None and not isinstance(blob, bytes):
+            raise FrameStoreError(f"{self.path}: frame {index} is stored as {type(blob).__name__}, not as a JPEG "
+                                  "blob")
+        if blob and blob[:3] != b"\xff\xd8\xff":
+            kind = "a PNG image" if blob[:8] == b"\x89PNG\r\n\x1a\n" else "not JPEG data"
+            raise FrameStoreError(f"{self.path}: frame {index} is {kind}; frame stores hold JPEG frames only")
         if blob and _truncated_jpeg(blob):
             # libjpeg fills a cut-off scan with grey and only warns: refuse it rather than return a bad frame.
             raise FrameStoreError(f"{self.path}: frame {index} is a truncated JPEG (no end marker; corrupt blob)")
@@ -485,7 +551,7 @@ def write_frames_db(video_dir: str | os.PathLike, jpeg_frames: Iterable[bytes], 
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("BEGIN")
-        conn.execute("CREATE TABLE frames(idx INTEGER PRIMARY KEY, jpeg BLOB NOT NULL)")
+        conn.execute(f"CREATE TABLE frames(idx INTEGER PRIMARY KEY, jpeg BLOB NOT NULL, {CHECKSUM} INTEGER NOT NULL)")
         conn.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT)")
         conn.execute(f"CREATE VIEW Images(ObjId, frames) AS SELECT '{quoted_id}' || printf('/frame_%05d', idx + 1), "
                      "jpeg FROM frames")
@@ -497,9 +563,9 @@ def write_frames_db(video_dir: str | os.PathLike, jpeg_frames: Iterable[bytes], 
                     raise FrameStoreError(f"{final}: frame {i} is empty")
                 if i == 0:
                     first.append(bytes(blob))
-                yield i, blob
+                yield i, blob, frame_checksum(blob)
 
-        conn.executemany("INSERT INTO frames(idx, jpeg) VALUES (?, ?)", rows())
+        conn.executemany(f"INSERT INTO frames(idx, jpeg, {CHECKSUM}) VALUES (?, ?, ?)", rows())
         count, top = conn.execute("SELECT count(*), max(idx) FROM frames").fetchone()
         if count == 0:
             raise FrameStoreError(f"{final}: no frames to write")
@@ -512,7 +578,7 @@ def write_frames_db(video_dir: str | os.PathLike, jpeg_frames: Iterable[bytes], 
                 raise FrameStoreError(f"{final}: frame 0 is not a decodable image")
             full.setdefault("height", str(img.shape[0]))
             full.setdefault("width", str(img.shape[1]))
-        full.update(format_version=str(FORMAT_VERSION), video_id=video_id)
+        full.update(format_version=str(FORMAT_VERSION), video_id=video_id, checksum=CHECKSUM)
         full.pop("n_frames", None)
         conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", sorted(full.items()))
         conn.execute("INSERT INTO meta(key, value) VALUES ('n_frames', ?)", (str(count),))

@@ -52,10 +52,10 @@ def test_schema_page_size_meta_and_legacy_view(video):
     conn = sqlite3.connect(video / "frames.db")
     assert conn.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
     cols = [(r[1], r[2].upper(), r[3], r[5]) for r in conn.execute("PRAGMA table_info(frames)")]
-    assert cols == [("idx", "INTEGER", 0, 1), ("jpeg", "BLOB", 1, 0)]
+    assert cols == [("idx", "INTEGER", 0, 1), ("jpeg", "BLOB", 1, 0), ("crc32", "INTEGER", 1, 0)]
     meta = dict(conn.execute("SELECT key, value FROM meta"))
     assert meta["n_frames"] == "12" and meta["width"] == "48" and meta["height"] == "32"
-    assert meta["format_version"] == str(store.FORMAT_VERSION)
+    assert meta["format_version"] == str(store.FORMAT_VERSION) and meta["checksum"] == "crc32"
     rows = conn.execute("SELECT ObjId, frames FROM Images ORDER BY ObjId").fetchall()
     assert rows[0][0] == "vid one/frame_00001" and rows[-1][0] == "vid one/frame_00012"
     assert rows[3][1] == conn.execute("SELECT jpeg FROM frames WHERE idx = 3").fetchone()[0]
@@ -165,10 +165,9 @@ def test_hole_in_frames_is_reported_at_read(video):
     conn.execute("DELETE FROM frames WHERE idx = 4")
     conn.commit()
     conn.close()
-    v = open_video(video)
-    assert v.read([3, 5]).shape[0] == 2
-    with pytest.raises(FrameStoreError, match=r"frames.db: frame\(s\) \[4\] missing"):
-        v.read([3, 4, 5])
+    # Complete means every index 0..n-1: the hole is found when the database is opened, not at the unlucky read.
+    with pytest.raises(FrameStoreError, match=r"frames.db: incomplete, 1 of frames 0..11 missing \(first: \[4\]\)"):
+        open_video(video)
 
 
 def test_marker_file_larger_than_database(video):
@@ -197,24 +196,33 @@ def test_missing_n_frames_falls_back_with_warning(video, caplog):
     assert any("no n_frames in meta" in r.getMessage() for r in caplog.records)
 
 
+def _replace_blob(conn: sqlite3.Connection, idx: int, blob: bytes) -> None:
+    """Overwrite frame `idx` with `blob` and a matching checksum (a consistent but bad frame)."""
+    conn.execute("UPDATE frames SET jpeg = ?, crc32 = ? WHERE idx = ?", (blob, store.frame_checksum(blob), idx))
+
+
 def test_corrupt_and_truncated_jpeg_blob(video):
     conn = sqlite3.connect(video / "frames.db")
-    conn.execute("UPDATE frames SET jpeg = ? WHERE idx = 3", (b"\x00\x01garbage" * 10,))
+    # Checksums updated too: the decoder's own checks are tested here (the checksum test is separate).
+    _replace_blob(conn, 3, b"\x00\x01garbage" * 10)
     good = conn.execute("SELECT jpeg FROM frames WHERE idx = 6").fetchone()[0]
-    conn.execute("UPDATE frames SET jpeg = ? WHERE idx = 7", (good[: len(good) // 2],))
+    _replace_blob(conn, 7, good[: len(good) // 2])
+    _replace_blob(conn, 5, b"\xff\xd8\xff" + b"garbage" * 10 + b"\xff\xd9")  # JPEG markers, no image
     conn.commit()
     conn.close()
     v = open_video(video)
     assert v.read([2, 4]).shape[0] == 2
-    with pytest.raises(FrameStoreError, match=r"vid one/frames.db: frame 3 is not a decodable image"):
+    with pytest.raises(FrameStoreError, match=r"vid one/frames.db: frame 3 is not JPEG data"):
         v.read([2, 3])
+    with pytest.raises(FrameStoreError, match=r"vid one/frames.db: frame 5 is not a decodable image"):
+        v.read([5])
     with pytest.raises(FrameStoreError, match=r"vid one/frames.db: frame 7 is a truncated JPEG"):
         v.read([7], reduce=2)
 
 
 def test_wrong_frame_size_is_refused(video):
     conn = sqlite3.connect(video / "frames.db")
-    conn.execute("UPDATE frames SET jpeg = ? WHERE idx = 1", (encode_jpeg(make_frames(1, 16, 16)[0]),))
+    _replace_blob(conn, 1, encode_jpeg(make_frames(1, 16, 16)[0]))
     conn.commit()
     conn.close()
     with pytest.raises(FrameStoreError, match="frame 1 is 16x16, expected 48x32"):

@@ -4,8 +4,9 @@
 
 In one run, on generated videos (``tools.synthetic``, 128x171 by default), converted once into the frame store:
 
-- (a) the SQL reader (`data.store`): cached connections with and without ``mmap``, a new connection per clip,
-  ``reduce=2`` (half-size DCT decoding), and `data.dataset.VideoDataset` (+ its normalisation) where available;
+- (a) the SQL reader (`data.store`): cached connections with and without ``mmap``, without checksum
+  verification, a new connection per clip, ``reduce=2`` (half-size DCT decoding), and
+  `data.dataset.VideoDataset` (+ its normalisation) where available;
 - (b) a one-JPEG-file-per-frame folder holding the very same JPEG bytes;
 - (c) PyAV opening, seeking and decoding the source videos (a new container per clip, as video loaders do);
 - (d) the bound: decoding the same JPEG bytes held in memory, no I/O at all.
@@ -18,8 +19,9 @@ cache with ``posix_fadvise(DONTNEED)`` before each timed pass (no privileges nee
 cache the disk. Figures are the median of ``--repeats`` passes, timed at the consumer after a first batch that
 absorbs worker start-up.
 
-It also times the converter (videos -> frame store, and the same decode + encode writing a JPEG folder) and
-reports bytes on disk of each. Prints a markdown table; ``--out`` also writes it to a file.
+It also times the converter (videos -> frame store, and the same decode + encode writing a JPEG folder),
+reports bytes on disk of each, and the cost of the per-frame checksum against decoding. Prints a markdown
+table; ``--out`` also writes it to a file.
 """
 from __future__ import annotations
 
@@ -160,6 +162,23 @@ def _worker_init(_: int) -> None:
 
 
 # -- main ------------------------------------------------------------------------------------------------------
+def checksum_cost(blobs: list[list[bytes]]) -> tuple[float, float]:
+    """Microseconds per frame of the read-time checksum and of decoding the same JPEG (one thread, warm)."""
+    flat = [b for frames in blobs for b in frames]
+    crc, dec = [], []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for b in flat:
+            store.frame_checksum(b)
+        t1 = time.perf_counter()
+        for b in flat:
+            cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)
+        t2 = time.perf_counter()
+        crc.append((t1 - t0) / len(flat) * 1e6)
+        dec.append((t2 - t1) / len(flat) * 1e6)
+    return statistics.median(crc), statistics.median(dec)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.bench_loader", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -237,9 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     db_files = [d / "frames.db" for d in dirs]
     jpg_files = [f for d in fdirs for f in sorted(d.glob("*.jpg"))]
-    sql = {m: SqlReader(dirs, m) for m in ("cached", "no-mmap", "per-clip", "reduce2")}
+    sql = {m: SqlReader(dirs, m) for m in ("cached", "no-mmap", "per-clip", "reduce2", "unverified")}
     loaders: list[tuple[str, str, Dataset, list[Path] | None, Callable | None, object]] = [
         ("(a) SQL, cached connection + mmap", "a", ClipSet(clips, sql["cached"]), db_files, sql["cached"].reset, None),
+        ("(a) SQL, cached + mmap, checksums not verified", "a-nocrc", ClipSet(clips, sql["unverified"]), db_files,
+         sql["unverified"].reset, None),
         ("(a) SQL, cached connection, no mmap", "a-nommap", ClipSet(clips, sql["no-mmap"]), db_files,
          sql["no-mmap"].reset, None),
         ("(a) SQL, new connection per clip", "a-open", ClipSet(clips, sql["per-clip"]), db_files, None, None),
@@ -289,6 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     log.info("%-48s workers=%d %s: %8.1f clips/s", name, workers, cache, rate)
 
     text = report(args, argv, loaders, results, cpu_rates, workers_list, caches, storage, len(dirs), size)
+    crc_us, decode_us = checksum_cost(blobs)
+    text += (f"\n\nPer-frame checksum (CRC-32, verified on every read): {crc_us:.2f} us per frame against "
+             f"{decode_us:.0f} us to decode it ({100 * crc_us / decode_us:.2f}% of the decode), median of 5 passes "
+             f"over all {sum(map(len, blobs))} stored frames.")
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -59,11 +59,16 @@ class SqlReader:
         if self.mode == "per-clip":
             with store.open_video(self.dirs[video]) as reader:
                 return reader.read(indices)
-        if self._pid != os.getpid():  # "no-mmap": a private per-process cache of readers without mmap
+        if self._pid != os.getpid():  # "no-mmap", "unverified": a private per-process cache of readers
             self._pid, self._readers = os.getpid(), {}
         reader = self._readers.get(video)
         if reader is None:
-            reader = self._readers[video] = store.VideoReader(self.dirs[video], mmap_size=0)
+            if self.mode == "unverified":
+                reader = store.VideoReader(self.dirs[video])
+                reader.checksummed = False  # what reading cost before per-frame checksums
+            else:
+                reader = store.VideoReader(self.dirs[video], mmap_size=0)
+            self._readers[video] = reader
         return reader.read(indices)
 
     def reset(self) -> None:

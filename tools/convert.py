@@ -38,11 +38,14 @@ then the folder dataset's ``DATASET_ROOT/labels/all.csv`` and ``DATASET_ROOT/cla
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +53,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -69,13 +73,16 @@ from tools.convert_shards import (
     shard_of,
     write_shard_report,
 )
-from tools.video_folder import VIDEO_EXTENSIONS, scan_folder
+from tools.video_folder import VIDEO_EXTENSIONS, file_problem, scan_folder
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
 
 DEFAULT_QUALITY = 90
 FAILURES_NAME = "convert_failures.csv"
+# Sane ranges: beyond them a typo (--fps 1e6, --short-side 100000) silently writes gigabytes of repeated frames.
+MAX_FPS = 1000.0
+MIN_SHORT_SIDE, MAX_SHORT_SIDE = 8, 4096
 
 
 class ConvertError(Exception):
@@ -267,6 +274,9 @@ def _convert_locked(job: Job, start: float) -> Result:
             if tmp.exists():
                 tmp.unlink()
             return Result(job, "skipped", frames=int((Path(job.out_dir) / N_FRAMES_NAME).read_text()))
+        problem = file_problem(source)
+        if problem:
+            raise ConvertError(problem)
         size = source.stat().st_size
         if size == 0:
             raise ConvertError("empty file (0 bytes)")
@@ -312,12 +322,55 @@ def _convert_locked(job: Job, start: float) -> Result:
 
 
 # -- running many ----------------------------------------------------------------------------------------------
+class Stopped(BaseException):
+    """SIGTERM (or SIGINT) reached the converter; a BaseException so that no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def _init_worker() -> None:
     cv2.setNumThreads(1)
+    # The parent decides what a signal means: it stops the workers itself (SIGTERM) and cleans up after them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, inflight: Sequence[Job]) -> None:
+    """Kill the pool's workers now (not after their current videos) and remove their half-written databases."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=5)
+    pool.shutdown(wait=False, cancel_futures=True)
+    for job in inflight:
+        # A worker killed mid-write leaves only its temporary file (never a marker); remove it all the same.
+        (Path(job.out_dir) / TMP_NAME).unlink(missing_ok=True)
 
 
 def _died(job: Job) -> Result:
     return Result(job, "failed", reason="the worker process died while converting it (decoder crash or killed)")
+
+
+@contextlib.contextmanager
+def _stopping(pool: ProcessPoolExecutor, inflight: dict[Any, Job] | list[Job]) -> Iterator[None]:
+    """Stop the pool at once when the block ends by a signal (or the consumer abandoning the generator);
+    `inflight` is the live container of the jobs the workers hold (a future -> job dict, or a list)."""
+    try:
+        yield
+    except BaseException:
+        _stop_pool(pool, list(inflight.values()) if isinstance(inflight, dict) else list(inflight))
+        raise
 
 
 def run_jobs(jobs: list[Job], workers: int, convert: Callable = convert_video) -> Iterator[Result]:
@@ -329,11 +382,16 @@ def run_jobs(jobs: list[Job], workers: int, convert: Callable = convert_video) -
         return
     # fork: workers start fast and need nothing re-imported; the parent holds no SQLite connections.
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    # OpenCV's thread pool does not survive fork: a child inheriting a started pool blocks for ever in
+    # cv2.setNumThreads (seen after this process had encoded with OpenCV). With one thread here, the
+    # children inherit no pool; this process only coordinates while they work.
+    cv2.setNumThreads(1)
     pending: deque[Job] = deque(jobs)
     suspects: list[Job] = []
     while pending:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-            inflight: dict = {}
+        inflight: dict = {}
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool, \
+                _stopping(pool, inflight):
             while pending or inflight:
                 while pending and len(inflight) < 2 * workers:
                     job = pending.popleft()
@@ -353,7 +411,7 @@ def run_jobs(jobs: list[Job], workers: int, convert: Callable = convert_video) -
                     log.warning("a worker process died; %d video(s) will be retried one at a time", len(suspects))
                     break
     for job in suspects:
-        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker) as pool, _stopping(pool, [job]):
             try:
                 yield pool.submit(convert, job).result()
             except BrokenProcessPool:
@@ -372,6 +430,26 @@ def write_failures(root: Path, failures: list[tuple[str, str]]) -> Path | None:
         writer.writerow(["path", "reason"])
         writer.writerows(sorted(failures))
     return path
+
+
+def _count_results(results: Iterator[Result], bar: tqdm, counts: dict[str, int], failures: list[tuple[str, str]],
+                   start: float) -> None:
+    """Count `results` as they come into `counts` (also "frames" and "bytes") and `failures`."""
+    counts.update(frames=0, bytes=0)
+    for res in results:
+        counts[res.status] += 1
+        for w in res.warnings:
+            log.warning("%s: %s", res.job.source, w)
+        if res.status == "failed":
+            log.warning("%s: %s", res.job.source, res.reason)
+            failures.append((res.job.source, res.reason))
+        if res.status == "converted":
+            counts["frames"] += res.frames
+            counts["bytes"] += res.bytes
+        bar.update()
+        bar.set_postfix(frames=counts["frames"],
+                        fps=f"{counts['frames'] / max(time.perf_counter() - start, 1e-9):.0f}",
+                        failed=counts["failed"], refresh=False)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -414,12 +492,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         die("give VIDEOS ROOT, or --labels LABELS.csv --source-root SRC ROOT")
     if args.labels is None and not args.videos.is_dir():
         die(f"{args.videos}: no such folder (expected <class>/<video file>)")
-    if args.short_side is not None and args.short_side < 1:
-        die(f"--short-side must be positive, got {args.short_side}")
+    if args.short_side is not None and not MIN_SHORT_SIDE <= args.short_side <= MAX_SHORT_SIDE:
+        die(f"--short-side must be in {MIN_SHORT_SIDE}..{MAX_SHORT_SIDE} pixels, got {args.short_side}")
     if not 1 <= args.quality <= 100:
         die(f"--quality must be in 1..100, got {args.quality}")
-    if args.fps is not None and not args.fps > 0:
-        die(f"--fps must be positive, got {args.fps}")
+    if args.fps is not None and not 0 < args.fps <= MAX_FPS:  # also refuses nan and inf (an endless loop)
+        die(f"--fps must be a frame rate in (0, {MAX_FPS:g}], got {args.fps}")
     if args.page_size not in (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536):
         die(f"--page-size must be a power of two in 512..65536, got {args.page_size}")
     if not 0 <= args.val_fraction < 1:
@@ -467,37 +545,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs.append(Job(str(path), label, video_id, str(out_dir), args.short_side, args.quality, args.fps,
                         args.overwrite, threads=1 if workers > 1 else 0, page_size=args.page_size,
                         jpeg_optimize=args.jpeg_optimize))
-    args.root.mkdir(parents=True, exist_ok=True)
+    if args.root.exists() and not args.root.is_dir():
+        die(f"{args.root}: exists and is not a folder (the dataset root must be a folder)")
+    try:
+        args.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=args.root, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        die(f"{args.root}: dataset root is not writable ({e.strerror or e})")
     log.info("converting %d videos from %s into %s with %d worker(s)", len(jobs), args.videos, args.root, workers)
 
     tqdm.monitor_interval = 0  # no monitor thread in a process that forks
     counts = {"converted": 0, "skipped": 0, "failed": 0}
-    frames = nbytes = 0
     start = time.perf_counter()
-    with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="convert", dynamic_ncols=True) as bar:
-        if args.dask:
-            from tools.convert_dask import run_jobs_dask
-            try:
-                results = run_jobs_dask(jobs, args.dask, timeout=args.dask_timeout)
-                first_result = [next(results)] if jobs else []
-            except RuntimeError as e:
-                die(str(e))
-            results = iter([*first_result, *results])
-        else:
-            results = run_jobs(jobs, workers)
-        for res in results:
-            counts[res.status] += 1
-            for w in res.warnings:
-                log.warning("%s: %s", res.job.source, w)
-            if res.status == "failed":
-                log.warning("%s: %s", res.job.source, res.reason)
-                failures.append((res.job.source, res.reason))
-            if res.status == "converted":
-                frames += res.frames
-                nbytes += res.bytes
-            bar.update()
-            bar.set_postfix(frames=frames, fps=f"{frames / max(time.perf_counter() - start, 1e-9):.0f}",
-                            failed=counts["failed"], refresh=False)
+    if args.dask:
+        from tools.convert_dask import run_jobs_dask
+        try:
+            results = run_jobs_dask(jobs, args.dask, timeout=args.dask_timeout)
+            first_result = [next(results)] if jobs else []
+        except RuntimeError as e:
+            die(str(e))
+        results = iter([*first_result, *results])
+    else:
+        results = run_jobs(jobs, workers)
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        with logging_redirect_tqdm(), tqdm(total=len(jobs), unit="video", desc="convert",
+                                           dynamic_ncols=True) as bar:
+            _count_results(results, bar, counts, failures, start)
+    except (KeyboardInterrupt, Stopped) as e:
+        signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        done = counts["converted"] + counts["skipped"]
+        print(f"interrupted by {signal.Signals(signum).name}: {done} of {len(jobs)} videos finished, nothing half-"
+              f"written is marked complete; run the same command again to resume (finished videos are skipped)",
+              file=sys.stderr, flush=True)
+        return 128 + int(signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    frames, nbytes = counts.pop("frames"), counts.pop("bytes")
     seconds = time.perf_counter() - start
 
     summary = {"converted": counts["converted"], "skipped": counts["skipped"], "frames": frames, "bytes": nbytes,

@@ -33,6 +33,30 @@ class FoundVideo(NamedTuple):
     path: Path
 
 
+def file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be read as a video file (None when it is a regular file).
+
+    Only regular files are videos: reading a FIFO blocks until some writer appears (forever, usually), and a
+    device or socket is never a video. A symlink is followed; one whose target is gone is named as such.
+    """
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"dangling symbolic link (its target {os.readlink(path)} does not exist)"
+        return "no such file"
+    except OSError as e:
+        return f"cannot access ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"not a regular file ({kind}); only regular files are read as videos"
+
+
 def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 

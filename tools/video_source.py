@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.video_folder import file_problem
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 25.0
@@ -79,10 +81,11 @@ class PyAVSource(VideoSource):
 
         self.path = str(path)
         self.name = Path(self.path).stem
-        if not os.path.exists(self.path):
-            raise VideoSourceError(f"{self.path}: no such file")
         if os.path.isdir(self.path):
             raise VideoSourceError(f"{self.path}: is a folder without frames.db, not a video")
+        problem = file_problem(self.path)
+        if problem:
+            raise VideoSourceError(f"{self.path}: {problem}")
         try:
             with av.open(self.path) as container:
                 if not container.streams.video:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Any
 from train.distributed import parse_gpus
 from train.precision import PRECISIONS
 
-__all__ = ["build_parser", "parse_args", "positive_int", "non_negative_int", "positive_float", "model_arg",
-           "DEBUG_BATCHES", "PRECISE_BN_BATCHES"]
+__all__ = ["build_parser", "parse_args", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
+           "model_arg", "DEBUG_BATCHES", "PRECISE_BN_BATCHES"]
 
 DEBUG_BATCHES = 3  # train and val batches per epoch in --debug-mode
 # Base-shape batches that precise BN averages over by default with multigrid (train.precise_bn).
@@ -35,7 +36,9 @@ def _number_type(convert: Callable[[str], float], ok: Callable[[float], bool], w
 
 positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
 non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _number_type(float, lambda v: v > 0, "a positive number")
+# Finite only: inf/nan pass `v > 0`-style checks or overflow later (an lr of inf trains a model of NaNs).
+positive_float = _number_type(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+non_negative_float = _number_type(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
 
 
 def model_arg(text: str) -> tuple[str, Any]:
@@ -77,7 +80,7 @@ def build_parser(defaults: dict[str, Any] | None = None,
                    help="evenly spaced clips per validation video (video@1 averages their softmax)")
     d.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
                    help="random horizontal flips (turn off when left/right motion is what the labels mean)")
-    d.add_argument("--color-jitter", type=float, default=0.2, help="brightness/contrast/saturation jitter (0: off)")
+    d.add_argument("--color-jitter", type=non_negative_float, default=0.2, help="brightness/contrast/saturation jitter (0: off)")
     d.add_argument("--srtg-augment", action="store_true", help="add the SRTG augmentation set (blur, hue, ...)")
     d.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader worker processes (0: load in the main process)")
@@ -85,7 +88,7 @@ def build_parser(defaults: dict[str, Any] | None = None,
     m = p.add_argument_group("model")
     m.add_argument("--network", default="mict_resnet18", choices=_network_names(), metavar="NAME",
                    help="model name: " + ", ".join(_network_names()))
-    m.add_argument("--dropout", type=float, default=None, help="dropout before the classifier (model default)")
+    m.add_argument("--dropout", type=non_negative_float, default=None, help="dropout before the classifier (model default)")
     m.add_argument("--width-mult", type=positive_float, default=None, help="channel width multiplier")
     m.add_argument("--model-arg", type=model_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="extra model keyword argument, e.g. version=v2 (repeatable)")
@@ -103,13 +106,13 @@ def build_parser(defaults: dict[str, Any] | None = None,
     o.add_argument("--lr-steps", type=positive_int, nargs="*", default=[],
                    help="epochs after which the lr is multiplied by --lr-factor")
     o.add_argument("--lr-factor", type=positive_float, default=0.1, help="lr decay factor at each step")
-    o.add_argument("--warmup-epochs", type=float, default=0.0, help="linear lr warm-up (fractional epochs)")
+    o.add_argument("--warmup-epochs", type=non_negative_float, default=0.0, help="linear lr warm-up (fractional epochs)")
     o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                    help="SGD (momentum, Nesterov) or AdamW (decoupled weight decay; converges in far fewer steps "
                         "on small datasets)")
     o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     o.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True, help="Nesterov momentum")
-    o.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (L2 for SGD, decoupled for AdamW)")
+    o.add_argument("--weight-decay", type=non_negative_float, default=1e-4, help="weight decay (L2 for SGD, decoupled for AdamW)")
     o.add_argument("--clip-grad-norm", type=positive_float, default=None,
                    help="clip the gradients to this L2 norm (default: no clipping)")
     o.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the training loss (0: off)")

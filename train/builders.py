@@ -35,6 +35,7 @@ from train.precise_bn import PreciseBN
 from train.precision import Precision, keep_batchnorm_fp32
 from train.pretrained import TORCHVISION_VIDEO_MODELS, missing_weights_message
 from train.recipe import build_criterion, build_ema, build_mixer, build_preemption, build_sync_bn
+from train.size_checks import check_clip_fits
 from train.temporal_gates import temporal_gates_callbacks
 from train.trainer import LoaderFactory, Trainer, seed_everything
 
@@ -133,6 +134,7 @@ def build_datasets(args: argparse.Namespace) -> Datasets:
     """The training set and, when the label CSV has the validation split, the validation set."""
     resize_short = args.resize_short or default_resize_short(args.clip_size)
     train_ds = _train_dataset(args, resize_short)
+    check_clip_fits(train_ds, args.clip_size, resize_short)
     classes = list(train_ds.classes)
     val_ds = None
     if any(s.split == args.val_split for s in read_labels(train_ds.labels_csv)):
@@ -299,7 +301,21 @@ def _load_resume(args: argparse.Namespace, num_classes: int, classes: list[str])
     check_same_model(ckpt, args.network, num_classes, path)
     if list(ckpt["classes"]) != classes:
         raise CheckpointError(f"{path}: checkpoint classes differ from the dataset's classes")
+    _check_same_shape_args(ckpt, args, path)
     return path, ckpt
+
+
+def _check_same_shape_args(ckpt: dict[str, Any], args: argparse.Namespace, path: Path) -> None:
+    """A resumed model must be built as the checkpoint's was: name the option that differs (e.g. the width)."""
+    stored = dict(ckpt.get("model_kwargs") or {})
+    asked = _model_kwargs(args)
+    for key in sorted(set(stored) | set(asked)):
+        if key == "dropout":
+            continue  # no weights depend on it
+        if stored.get(key) != asked.get(key):
+            flag = "--width-mult" if key == "width_mult" else f"--model-arg {key}=..."
+            raise CheckpointError(f"{path}: checkpoint was trained with {key}={stored.get(key, 'default')}, this run "
+                                  f"asks for {key}={asked.get(key, 'default')}: give the same {flag} to resume it")
 
 
 def _restore(trainer: Trainer, ckpt: dict[str, Any], path: Path, end_epoch: int) -> None:

@@ -19,9 +19,18 @@ from typing import Any, Protocol
 
 from data.atomic import atomic_write, save_figure_png
 from train.auto_resume import list_mid_checkpoints, mid_checkpoint_path
-from train.checkpoint import best_checkpoint_path, checkpoint_path, list_checkpoints, save_checkpoint
+from train.checkpoint import (
+    best_checkpoint_path,
+    checkpoint_path,
+    list_checkpoints,
+    nonfinite_tensors,
+    remove_stale_temp_files,
+    save_checkpoint,
+    unwrap_model,
+)
 from train.distributed import DistInfo
 from train.metrics import WindowAverage
+from train.precision import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -342,9 +351,27 @@ class Checkpointer(Callback):
         self.best_epoch: int | None = None
         self.last_path: Path | None = None
 
+    def on_train_begin(self, trainer, logs):
+        if trainer.dist.is_main:
+            remove_stale_temp_files(self.model_dir)
+
     def on_epoch_end(self, trainer, epoch, logs):
+        # On every rank (DDP keeps the weights equal, so all stop together): a model of NaNs is never saved,
+        # never "best", and ends the run with an error; the previous checkpoints stay as they were.
+        model = getattr(trainer, "model", None)
+        weights = unwrap_model(model).state_dict() if model is not None else {}
+        bad = nonfinite_tensors(weights)
+        if bad:
+            total = len(weights)
+            raise NonFiniteLossError(f"epoch {epoch}: {len(bad)} of {total} model tensors hold NaN/inf (e.g. "
+                                     f"{bad[0]}); not saved. Lower --lr-base or use --clip-grad-norm")
         val = logs.get("val")
-        improved = val is not None and (self.best is None or val[self.monitor] > self.best)
+        if val is not None and not math.isfinite(val.get("loss", 0.0)):
+            raise NonFiniteLossError(f"epoch {epoch}: validation loss is {val['loss']} (the model's outputs are not "
+                                     "finite); not saved. Lower --lr-base or use --clip-grad-norm")
+        # A NaN figure must never count as an improvement (nor become the best that later ones are compared to).
+        scored = val is not None and math.isfinite(val[self.monitor])
+        improved = scored and (self.best is None or val[self.monitor] > self.best)
         if improved:
             self.best = val[self.monitor]
             self.best_epoch = epoch

@@ -22,8 +22,8 @@ from network.weights import CheckpointError
 
 __all__ = [
     "CheckpointError", "FORMAT", "best_checkpoint_path", "build_model_from_checkpoint", "capture_rng_state",
-    "check_same_model", "checkpoint_path", "list_checkpoints", "load_checkpoint", "model_state_dict",
-    "restore_rng_state", "save_checkpoint", "unwrap_model", "validate_checkpoint",
+    "check_same_model", "checkpoint_path", "CheckpointWriteError", "list_checkpoints", "load_checkpoint",
+    "model_state_dict", "nonfinite_tensors", "remove_stale_temp_files", "restore_rng_state", "save_checkpoint", "unwrap_model", "validate_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,106 @@ def list_checkpoints(model_dir: str | os.PathLike, network: str) -> dict[int, Pa
     return dict(sorted(found.items()))
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, quota, file too large); the message names the file."""
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write `state` to `path` atomically: a temporary file in the same folder, fsync, then rename over `path`.
 
     A crash mid-write leaves the previous file (if any) intact and no half-written checkpoint under `path`.
+    A failed write (e.g. a full disk) raises `CheckpointWriteError` after removing the temporary file.
     """
     path = Path(path)
-    with atomic_write(path, "wb") as f:
-        torch.save(state, f)
+    recorder = None
+    try:
+        with atomic_write(path, "wb") as f:
+            recorder = _RecordingWriter(f)
+            torch.save(state, recorder)
+    except (OSError, RuntimeError) as e:
+        # torch turns the writer's OSError into "RuntimeError: [enforce fail at inline_container.cc...]":
+        # the first OSError the file itself raised says what really happened.
+        cause = recorder.error if recorder is not None and recorder.error is not None else e
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _write_reason(cause)
+        kept = "the previous file is intact" if path.exists() else "earlier checkpoints are intact"
+        raise CheckpointWriteError(f"{path}: cannot save the checkpoint ({reason}); {kept}") from None
     return path
+
+
+class _RecordingWriter:
+    """A binary file that remembers the first OSError of a write (torch hides it behind its own message)."""
+
+    def __init__(self, f: Any) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._f.flush()
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def _write_reason(e: BaseException) -> str:
+    text = str(e)
+    for errno_name, words in (("ENOSPC", "No space left on device"), ("EFBIG", "File too large"),
+                              ("EDQUOT", "Disk quota exceeded")):
+        if words.lower() in text.lower() or errno_name in text:
+            return words
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return first[:160]
+
+
+_TEMP = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
+
+
+def remove_stale_temp_files(model_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of checkpoint writes whose process is gone (killed mid-save); returns them."""
+    removed = []
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMP.match(p.name)
+        if m is None or not p.is_file() or _process_alive(int(m.group(1))):
+            continue
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(p)
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted save in %s", len(removed), folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # not written by this process yet: any such file is a leftover of a reused pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or inf."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def validate_checkpoint(ckpt: Any, path: str | os.PathLike = "<checkpoint>") -> dict[str, Any]:

@@ -25,19 +25,19 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from train.arguments import build_parser, parse_args
 from train.builders import Setup, prepare, resume_path
-from train.checkpoint import best_checkpoint_path, load_checkpoint
+from train.checkpoint import CheckpointWriteError, best_checkpoint_path, load_checkpoint
 from train.console import die, setup_logging
 from train.distributed import (
     DistInfo,
     DistributedSetupError,
-    cleanup,
     init_distributed,
     launched_by_torchrun,
     select_device,
+    shutdown,
     torchrun_command,
 )
 from train.precision import NonFiniteLossError
@@ -81,9 +81,36 @@ def _check_writable_dir(path: Path, what: str) -> None:
         raise PermissionError(f"{what} {path} is not writable ({e.strerror or e})") from None
 
 
+def _check_log_file(path: Path) -> None:
+    """The log is appended to a regular file: a device (/dev/full), FIFO or folder is refused up front."""
+    if not path.exists():
+        return  # its folder was proven writable; a rejected run must not leave an empty log behind
+    if not path.is_file():
+        raise ValueError(f"--log-file {path}: not a regular file (the log is appended to a plain file)")
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"--log-file {path}: cannot be written ({e.strerror or e})") from None
+
+
 def _script_for_torchrun() -> str:
     script = sys.argv[0] if sys.argv and sys.argv[0] else "-m train"
     return "-m train" if script.endswith("__main__.py") else script
+
+
+def _fail_start(message: str, code: int = 2) -> NoReturn:
+    """`die` for set-up errors: under torchrun every rank checks the same inputs, so only rank 0 prints."""
+    if launched_by_torchrun() and os.environ.get("RANK", "0") != "0":
+        sys.exit(code)
+    die(message, code)
+
+
+def _fail_run(message: str, code: int, dist_info: DistInfo | None) -> NoReturn:
+    """`die` for errors while training: every rank that hits one says so, naming itself when not rank 0."""
+    if dist_info is not None and dist_info.distributed and not dist_info.is_main:
+        message = f"rank {dist_info.rank}: {message}"
+    die(message, code)
 
 
 def run(args: argparse.Namespace, dist_info: DistInfo | None = None) -> TrainResult:
@@ -150,26 +177,29 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
             select_device(args.gpus)  # no GPUs at all: say that first
             cmd = torchrun_command(len(args.gpus), list(sys.argv[1:] if argv is None else argv),
                                    _script_for_torchrun())
-            die(f"--gpus {','.join(map(str, args.gpus))} trains on {len(args.gpus)} GPUs with one process each: "
-                f"run  {cmd}")
+            _fail_start(f"--gpus {','.join(map(str, args.gpus))} trains on {len(args.gpus)} GPUs with one process "
+                        f"each: run  {cmd}")
         device = select_device(args.gpus, int(os.environ.get("LOCAL_RANK", 0)))
         if args.precision == "fp16" and device.type != "cuda":
-            die("--precision fp16 needs a CUDA GPU; on the CPU use --precision bf16 (or fp32)")
+            _fail_start("--precision fp16 needs a CUDA GPU; on the CPU use --precision bf16 (or fp32)")
         _check_dataset_root(args.dataset)
         _check_writable_dir(Path(args.model_dir), "--model-dir")
         _check_writable_dir(Path(args.log_file).parent, "--log-file folder")
+        _check_log_file(Path(args.log_file))
         resume = resume_path(args)
         if resume is not None:
             load_checkpoint(resume)  # a corrupt file fails here, before anything is written
         for flag, path in (("--pretrained-3d", args.pretrained_3d), ("--pretrained-2d", args.pretrained_2d)):
             if path is not None and not path.is_file():
                 if flag == "--pretrained-3d" and args.network in TORCHVISION_VIDEO_MODELS:
-                    die(f"{flag} {missing_weights_message(path, args.network)}")
-                die(f"{flag} {path}: no such file")
+                    _fail_start(f"{flag} {missing_weights_message(path, args.network)}")
+                _fail_start(f"{flag} {path}: no such file")
     except (ValueError, OSError, DistributedSetupError) as e:
-        die(str(e))
+        _fail_start(str(e))
 
     dist_info = None
+    setup = None
+    finished = False
     try:
         dist_info = init_distributed(args.gpus)
         level = "INFO" if dist_info.is_main else "WARNING"
@@ -190,8 +220,9 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
                     for record in buffer.buffer:
                         handler.handle(record)
         train(setup)
-    except NonFiniteLossError as e:
-        die(str(e), code=1)
+        finished = True
+    except (NonFiniteLossError, CheckpointWriteError) as e:
+        _fail_run(str(e), 1, dist_info)
     except TrainingInterrupted as e:
         where = f"saved {e.checkpoint}" if e.checkpoint else "checkpoint written by rank 0"
         print(f"{e.signal_name}: stopped at epoch {e.epoch} after batch {e.batch}, {where}; resume with the same "
@@ -201,9 +232,13 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
         die("interrupted before a checkpoint could be written; rerun with --resume auto to continue from the "
             "newest checkpoint", code=130)
     except (ValueError, OSError) as e:
-        die(str(e))
+        if setup is None:
+            _fail_start(str(e))
+        _fail_run(str(e), 2, dist_info)
     finally:
+        # The model (DDP) and loaders hold the process group: release them before the group goes away.
+        setup = None
         if dist_info is not None:
-            cleanup()
+            shutdown(synchronize=finished)
     return 0
 

@@ -18,9 +18,27 @@ def setup_logging(level: str | int = "INFO", log_file: str | None = None) -> Non
     root = logging.getLogger()
     coloredlogs.install(level=level, fmt=_FMT, datefmt="%H:%M:%S", logger=root)
     if log_file:
-        handler = logging.FileHandler(log_file)
+        handler = _LogFileHandler(log_file)
         handler.setFormatter(logging.Formatter(_FMT))
         root.addHandler(handler)
+
+
+class _LogFileHandler(logging.FileHandler):
+    """A log file that, when it cannot be written (disk full, /dev/full), says so once and is dropped.
+
+    logging's default prints a traceback for every record that fails, which buries the terminal log.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        reason = getattr(err, "strerror", None) or err or "write failed"
+        print(f"warning: cannot write the log file {self.baseFilename} ({reason}); logging to the terminal only",
+              file=sys.stderr, flush=True)
+        logging.getLogger().removeHandler(self)
+        try:
+            self.close()
+        except OSError:
+            pass  # closing flushes the same unwritable buffer
 
 
 def die(message: str, code: int = 2) -> NoReturn:

@@ -103,8 +103,33 @@ def init_distributed(gpus: list[int] | None = None, backend: str | None = None,
 
 
 def cleanup() -> None:
+    """Destroy the default process group, if any (see `shutdown` for the orderly end of a run)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def shutdown(synchronize: bool = True) -> None:
+    """End a distributed run in an order that cannot crash the interpreter's exit.
+
+    A barrier first: no rank leaves while another still has collectives in flight or is writing the final
+    checkpoint (rank 0 reaches it only after its last save). Then the garbage that may still hold gloo work
+    objects (DDP's reducer, finished all-reduce handles) is collected while Python is fully alive, and the
+    group is destroyed, which joins gloo's worker threads. Done the other way round, a worker thread frees
+    the last work object during interpreter teardown and the process aborts ("terminate called without an
+    active exception"), which makes torchrun kill the other ranks. `synchronize=False` skips the barrier
+    (a rank failing alone must not wait for the others).
+    """
+    import gc
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        if synchronize:
+            dist.barrier()
+    finally:
+        gc.collect()
+        dist.destroy_process_group()
+        gc.collect()
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
