@@ -310,8 +310,8 @@ def _check_same_shape_args(ckpt: dict[str, Any], args: argparse.Namespace, path:
     stored = dict(ckpt.get("model_kwargs") or {})
     asked = _model_kwargs(args)
     for key in sorted(set(stored) | set(asked)):
-        if key == "dropout":
-            continue  # no weights depend on it
+        if key in ("dropout", "temporal_gates"):
+            continue  # no weights depend on them (the gates are switched by --temporal-gates-from)
         if stored.get(key) != asked.get(key):
             flag = "--width-mult" if key == "width_mult" else f"--model-arg {key}=..."
             raise CheckpointError(f"{path}: checkpoint was trained with {key}={stored.get(key, 'default')}, this run "
