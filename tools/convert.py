@@ -160,6 +160,24 @@ def _output_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def video_stream(container: Any, threads: int) -> tuple[Any, int, int, float]:
+    """The first video stream of an open PyAV container, set to decode on `threads` threads, with its frame
+    width, height and frame rate (0.0 when the container declares none).
+
+    Raises ConvertError for a file without a video stream or without a frame size.
+    """
+    if not container.streams.video:
+        raise ConvertError("no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if not width or not height:
+        raise ConvertError("video stream has no frame size")
+    rate = stream.average_rate or stream.guessed_rate
+    return stream, width, height, float(rate) if rate else 0.0
+
+
 def _decode_bgr(job: Job, info: dict) -> Iterator[np.ndarray]:
     """Decoded (resized, resampled) BGR frames of `job.source`; fills `info` (sizes, fps, codec) before the first.
 
@@ -173,16 +191,7 @@ def _decode_bgr(job: Job, info: dict) -> Iterator[np.ndarray]:
     except av.FFmpegError as e:
         raise ConvertError(f"cannot open as video ({e.strerror or e}; truncated or not a video file?)") from None
     with container:
-        if not container.streams.video:
-            raise ConvertError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = job.threads
-        src_w, src_h = stream.codec_context.width, stream.codec_context.height
-        if not src_w or not src_h:
-            raise ConvertError("video stream has no frame size")
-        rate = stream.average_rate or stream.guessed_rate
-        src_fps = float(rate) if rate else 0.0
+        stream, src_w, src_h, src_fps = video_stream(container, job.threads)
         out_w, out_h = _output_size(src_w, src_h, job.short_side)
         out_fps = float(job.fps) if job.fps else (src_fps or 25.0)
         info.update(width=out_w, height=out_h, fps=out_fps, source_fps=src_fps, codec=stream.codec_context.name)

@@ -33,7 +33,16 @@ import cv2
 import numpy as np
 
 from data.store import DB_NAME, VideoReader, write_frames_db
-from tools.convert import ConvertError, Job, Result, _output_size, _settings_meta, _source_meta, is_complete
+from tools.convert import (
+    ConvertError,
+    Job,
+    Result,
+    _output_size,
+    _settings_meta,
+    _source_meta,
+    is_complete,
+    video_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -286,16 +295,8 @@ def _cut(job: SourceJob, todo: list[tuple[float, float, Job]], out: SourceResult
         raise ConvertError(f"cannot open as video ({e.strerror or e}; truncated or not a video file?)") from None
     out.opens += 1
     with container:
-        if not container.streams.video:
-            raise ConvertError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = first.threads
-        src_w, src_h = stream.codec_context.width, stream.codec_context.height
-        if not src_w or not src_h:
-            raise ConvertError("video stream has no frame size")
-        rate = stream.average_rate or stream.guessed_rate
-        src_fps = float(rate) if rate else 25.0
+        stream, src_w, src_h, src_fps = video_stream(container, first.threads)
+        src_fps = src_fps or 25.0
         dt = 1.0 / src_fps
         out_w, out_h = _output_size(src_w, src_h, first.short_side)
         out_fps = float(first.fps) if first.fps else src_fps
