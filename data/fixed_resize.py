@@ -55,6 +55,6 @@ class FixedResizeCenterCrop:
 
 
 def fixed_resize_val_transform(crop_size: int, resize: Sequence[int], *, mean: Sequence[float] = MEAN,
-                               std: Sequence[float] = STD) -> Compose:
+                               std: Sequence[float] = STD, channel_order: str = "rgb") -> Compose:
     """Evaluation pipeline: fixed resize, centre crop, normalise (a `ClipTransform`)."""
-    return Compose([FixedResizeCenterCrop(crop_size, resize), ToTensorNormalize(mean, std)])
+    return Compose([FixedResizeCenterCrop(crop_size, resize), ToTensorNormalize(mean, std, channel_order)])

@@ -29,12 +29,15 @@ import torch
 
 __all__ = [
     "MEAN", "STD", "Compose", "ClipTransform", "ResizedCrop", "HorizontalFlip", "ColorJitter", "SRTGAugment",
-    "ToTensorNormalize", "train_transform", "val_transform", "default_resize_short", "crop_resize",
+    "ToTensorNormalize", "CHANNEL_ORDERS", "train_transform", "val_transform", "default_resize_short", "crop_resize",
 ]
 
 # torchvision video models (Kinetics-400) normalisation.
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
+
+# Channel orders a model can take its input in (frames are always decoded to RGB).
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 # ITU-R 601 luma, as torchvision's rgb_to_grayscale.
 _GRAY = np.array([0.299, 0.587, 0.114])
@@ -325,15 +328,24 @@ class SRTGAugment:
 
 
 class ToTensorNormalize:
-    """``uint8 (T, H, W, 3)`` -> ``float32`` tensor ``(3, T, H, W)``, ``(x / 255 - mean) / std`` per channel."""
+    """``uint8 (T, H, W, 3)`` -> ``float32`` tensor ``(3, T, H, W)``, ``(x / 255 - mean) / std`` per channel.
 
-    def __init__(self, mean: Sequence[float] = MEAN, std: Sequence[float] = STD):
+    `channel_order` is the model's input order: ``"rgb"``, or ``"bgr"`` for networks trained on OpenCV-decoded
+    frames (the SRTG code); `mean` and `std` are given in that order.
+    """
+
+    def __init__(self, mean: Sequence[float] = MEAN, std: Sequence[float] = STD, channel_order: str = "rgb"):
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values (std > 0), got {mean}, {std}")
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, got {channel_order!r}")
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.channel_order = channel_order
         # (x / 255 - mean) / std == x * scale + shift
         self._scale = [1.0 / (255.0 * s) for s in self.std]
         self._shift = [-m / s for m, s in zip(self.mean, self.std)]
+        # input plane c (RGB) goes to output channel _dest[c]
+        self._dest = (0, 1, 2) if channel_order == "rgb" else (2, 1, 0)
 
     def __call__(self, clip: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
         _check_clip(clip)
@@ -342,11 +354,13 @@ class ToTensorNormalize:
         planes_out = out.numpy().reshape(3, t * h, w)
         # De-interleave once, then one fused scale+shift+convert pass per channel straight into the tensor.
         for c, plane in enumerate(cv2.split(_as_image(clip))):
-            cv2.addWeighted(plane, self._scale[c], plane, 0.0, self._shift[c], dst=planes_out[c], dtype=cv2.CV_32F)
+            d = self._dest[c]
+            cv2.addWeighted(plane, self._scale[d], plane, 0.0, self._shift[d], dst=planes_out[d], dtype=cv2.CV_32F)
         return out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
+        order = "" if self.channel_order == "rgb" else f", channel_order={self.channel_order!r}"
+        return f"{type(self).__name__}(mean={self.mean}, std={self.std}{order})"
 
 
 class Compose:
@@ -423,6 +437,7 @@ def train_transform(crop_size: int, resize_short: int | None = None,
 
 
 def val_transform(crop_size: int, resize_short: int | None = None, *, mean: Sequence[float] = MEAN,
-                  std: Sequence[float] = STD) -> ClipTransform:
+                  std: Sequence[float] = STD, channel_order: str = "rgb") -> ClipTransform:
     """Evaluation pipeline: resize the shorter side to `resize_short`, centre crop `crop_size`, normalise."""
-    return Compose([ResizedCrop(crop_size, resize_short, None, "center"), ToTensorNormalize(mean, std)])
+    return Compose([ResizedCrop(crop_size, resize_short, None, "center"),
+                    ToTensorNormalize(mean, std, channel_order)])

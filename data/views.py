@@ -39,13 +39,13 @@ class MultiViewTransform:
     """`t(clip (T, H, W, 3) uint8, rng)` -> `(crops, 3, T, S, S)` float tensor, normalised."""
 
     def __init__(self, crop_size: int, crops: int = 3, resize_short: int | None = None,
-                 mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> None:
+                 mean: Sequence[float] = MEAN, std: Sequence[float] = STD, channel_order: str = "rgb") -> None:
         if crops not in CROP_CHOICES:
             raise ValueError(f"crops must be one of {CROP_CHOICES}, got {crops}")
         self.crop_size = int(crop_size)
         self.crops = int(crops)
         self.centre = ResizedCrop(crop_size, resize_short, None, "center") if crops == 1 else None
-        self.normalize = ToTensorNormalize(mean, std)
+        self.normalize = ToTensorNormalize(mean, std, channel_order)
 
     @property
     def min_short_side(self) -> int:

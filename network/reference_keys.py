@@ -9,7 +9,8 @@
   `layerN.conv`/`layerN.bn` (ours `layerN_3d.conv`/`layerN_3d.bn`).
 
 `adapt(obj, state, model)` returns the state_dict in the model's names (unchanged for other formats) and raises
-`ValueError` when a recognised checkpoint cannot be the model's (another depth, block type or layout).
+`ValueError` when a recognised checkpoint cannot be the model's (another depth, block type or layout);
+`fitting_networks(format, state)` names the registered networks it does load into (checkpoints carry no name).
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["detect_format", "adapt", "SRTG", "MICT"]
+__all__ = ["detect_format", "adapt", "fitting_networks", "reference_layout", "SRTG", "MICT"]
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +105,59 @@ def _check_mict(state: Mapping[str, Tensor], model: nn.Module) -> None:
                          f"{_model_label(model)} (blocks {list(own_blocks)}): build the model of its depth")
 
 
+def _mapped(fmt: str, state: Mapping[str, Tensor], model: nn.Module, strict: bool) -> dict[str, Tensor]:
+    own = model.state_dict()
+    if fmt == SRTG:
+        _check_srtg(state, model, strict)
+        return {_srtg_name(k, own): v for k, v in state.items()}
+    _check_mict(state, model)
+    return {_mict_name(k): v for k, v in state.items()}
+
+
+def reference_layout(fmt: str) -> dict[str, str]:
+    """Keyword arguments of `build_model` that give the network the reference code builds (SRTG: its layout)."""
+    return {"layout": "srtg"} if fmt == SRTG else {}
+
+
+def fitting_networks(fmt: str, state: Mapping[str, Tensor]) -> list[str]:
+    """Registered network names that a checkpoint of format `fmt` loads into strictly (at its class count).
+
+    Only the members of the matching depth are built (on the meta device: shapes, no memory), so this is cheap.
+    """
+    from .registry import build_model, list_models  # the registry imports the zoo, which imports this module
+    from .resnet3d import DEPTHS, FAMILIES, _model_name
+
+    fc = state.get("fc.weight")
+    if fc is None or fc.dim() != 2:
+        return []
+    if fmt == SRTG:
+        kind = "bottleneck" if any(re.match(r"layer\d\.\d+\.conv3\.", k) for k in state) else "basic"
+        blocks = _stage_blocks(list(state))
+        prefix = "srtg_" if any(".sar.lstm." in k for k in state) else ""
+        names = [prefix + _model_name(family, depth) for family, fam in FAMILIES.items() if "srtg" in fam.layouts
+                 for depth in fam.depths if DEPTHS[depth] == (kind, blocks)]
+    else:
+        names = [n for n in list_models() if n.startswith("mict_")]
+    fits = []
+    for name in names:
+        try:
+            with torch.device("meta"):
+                model = build_model(name, int(fc.shape[0]), **reference_layout(fmt))
+            mapped = _mapped(fmt, state, model, strict=True)
+        except ValueError:  # another depth, block type or layout
+            continue
+        own = model.state_dict()
+        if mapped.keys() == own.keys() and all(tuple(v.shape) == tuple(own[k].shape) for k, v in mapped.items()):
+            fits.append(name)
+    return fits
+
+
 def adapt(obj: Any, state: dict[str, Tensor], model: nn.Module, strict: bool = False
           ) -> tuple[dict[str, Tensor], str | None]:
     """Map a reference checkpoint's tensor names to `model`'s; returns `(state, format or None)`."""
     fmt = detect_format(obj, state)
     if fmt is None:
         return state, None
-    own = model.state_dict()
-    if fmt == SRTG:
-        _check_srtg(state, model, strict)
-        mapped = {_srtg_name(k, own): v for k, v in state.items()}
-    else:
-        _check_mict(state, model)
-        mapped = {_mict_name(k): v for k, v in state.items()}
+    mapped = _mapped(fmt, state, model, strict)
     log.info("recognised a %s checkpoint: %d tensor names mapped", fmt, sum(a != b for a, b in zip(state, mapped)))
     return mapped, fmt

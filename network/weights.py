@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from . import reference_keys
 
-__all__ = ["CheckpointError", "LoadReport", "load_weights", "inflate_2d_resnet", "read_state_dict"]
+__all__ = ["CheckpointError", "LoadReport", "load_weights", "inflate_2d_resnet", "read_state_dict", "read_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,16 @@ def read_state_dict(src: StateSource) -> dict[str, Tensor]:
     missing, corrupt or non-checkpoint file.
     """
     return _state_of(_read_object(src), _describe(src))
+
+
+def read_checkpoint(src: StateSource) -> tuple[Any, dict[str, Tensor]]:
+    """The object a checkpoint file (or mapping) holds and its tensors as `read_state_dict` gives them.
+
+    The object keeps the top-level keys (``epoch``, ``optimizer``, ...) that tell a reference checkpoint apart
+    (`network.reference_keys.detect_format`). Raises `CheckpointError` as `read_state_dict`.
+    """
+    obj = _read_object(src)
+    return obj, _state_of(obj, _describe(src))
 
 
 def _read_object(src: StateSource) -> Any:

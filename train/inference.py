@@ -148,6 +148,7 @@ def build_val_transform(preprocess: dict) -> ClipTransform:
     otherwise the shorter side is resized to ``resize_short``.
     """
     norm = {k: tuple(preprocess[k]) for k in ("mean", "std") if preprocess.get(k) is not None}
+    norm["channel_order"] = preprocess.get("channel_order") or "rgb"  # "bgr": SRTG reference checkpoints
     if preprocess.get("resize"):
         return fixed_resize_val_transform(int(preprocess["crop_size"]), preprocess["resize"], **norm)
     return val_transform(int(preprocess["crop_size"]), resize_short=preprocess.get("resize_short"), **norm)

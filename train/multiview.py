@@ -21,7 +21,8 @@ def view_transform(preprocess: dict[str, Any], crops: int = 1) -> Any:
     if crops == 1:
         return build_val_transform(preprocess)
     norm = {k: tuple(preprocess[k]) for k in ("mean", "std") if preprocess.get(k) is not None}
-    return MultiViewTransform(int(preprocess["crop_size"]), crops, preprocess.get("resize_short"), **norm)
+    return MultiViewTransform(int(preprocess["crop_size"]), crops, preprocess.get("resize_short"), **norm,
+                              channel_order=preprocess.get("channel_order") or "rgb")
 
 
 def forward_views(fn: Any, clips: torch.Tensor) -> torch.Tensor:
