@@ -3,12 +3,16 @@
     python -m tools.evaluate --checkpoint runs/demo/mict_resnet18/mict_resnet18_best.pth \\
         --dataset demo_data/store --clips-per-video 5
     python -m tools.evaluate --weights r2plus1d_18-91a641e6.pth --network r2plus1d_18 --dataset kinetics_store
+    python -m tools.evaluate --weights srtg_r3d_50_best.pth --network srtg_r3d_50 --dataset hacs_store  # SRTG code
 
 Every video contributes `--clips-per-video` evenly spaced clips (the validation sampler), each seen through
 `--crops` spatial views: 1 centre crop, or 3 full-height crops (left/centre/right; top/centre/bottom for portrait
 video) of frames resized so that their shorter side is the crop size, the SlowFast/torchvision protocol. Clip accuracy counts
 each clip on its own; video accuracy averages the softmax over a video's clips first (R(2+1)D paper). The
-preprocessing (clip length, frame interval, resize, crop, normalisation) and class list come from the checkpoint.
+preprocessing (clip length, frame interval, resize, crop, normalisation) and class list come from the checkpoint;
+a checkpoint of the SRTG or MiCT-Net-PyTorch code gets the reference's preprocessing (`train.reference_checkpoints`)
+and the class names of `--classes` or of the dataset's classes.txt. `--clip-length`, `--frame-interval` and
+`--crop-size` override the preprocessing.
 Writes `eval_<split>.json`, `per_class_<split>.csv` and `confusion_<split>.png` to `--out` (default: the
 checkpoint's folder).
 """
@@ -27,9 +31,19 @@ import numpy as np
 import torch
 
 from data.atomic import atomic_write, atomic_write_text, save_figure_png
+from data.labels import read_classes
 from data.views import CROP_CHOICES
 from train.console import die, setup_logging
-from train.inference import add_device_argument, load_model, resolve_device
+from train.inference import (
+    CLASSES_HELP,
+    NETWORK_HELP,
+    WEIGHTS_HELP,
+    add_device_argument,
+    add_preprocess_arguments,
+    load_model,
+    override_preprocess,
+    resolve_device,
+)
 from train.metrics import EvalResult
 from train.multiview import view_transform
 from train.precision import PRECISIONS, Precision
@@ -42,17 +56,25 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
                         split: str = "val", clips_per_video: int = 1, batch_size: int = 16, workers: int = 0,
                         device: torch.device | str = "cpu", precision: str = "fp32",
                         max_batches: int | None = None, crops: int = 1,
-                        network: str | None = None) -> tuple[EvalResult, list[str]]:
+                        network: str | None = None, classes: Sequence[str] | None = None,
+                        clip_length: int | None = None, frame_interval: int | None = None,
+                        crop_size: int | None = None) -> tuple[EvalResult, list[str]]:
     """Evaluate `checkpoint` on `split` of `dataset`; returns the result and the class names.
 
-    `network`: `checkpoint` is torchvision's Kinetics-400 weights file of that model (``train.pretrained``).
+    `network`: `checkpoint` is torchvision's Kinetics-400 weights file of that model (``train.pretrained``), or a
+    checkpoint of the SRTG or MiCT-Net-PyTorch code holding that network. `classes`: names for a file that
+    carries none (default: the dataset's classes.txt). `clip_length`, `frame_interval`, `crop_size` override the
+    model's preprocessing.
 
     Raises `CheckpointError` / `ValueError` / `OSError` with one-line messages (bad checkpoint, dataset, labels).
     """
     from data import VideoDataset, build_loader
 
     device = resolve_device(device)
-    loaded = load_model(checkpoint, device, require_classes=True, network=network)
+    if classes is None and (Path(dataset) / "classes.txt").is_file():
+        classes = read_classes(Path(dataset) / "classes.txt")
+    loaded = load_model(checkpoint, device, require_classes=True, network=network, classes=classes)
+    loaded = override_preprocess(loaded, clip_length, frame_interval, crop_size)
     model, classes, pre = loaded.model, loaded.classes, loaded.preprocess
     transform = view_transform(pre, crops)
     # The checkpoint's class list fixes the label mapping; labels it does not know are an error.
@@ -142,9 +164,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="checkpoint written by the trainer")
-    src.add_argument("--weights", type=Path, help="torchvision Kinetics-400 weights file (e.g. r3d_18-b3b3357e.pth)")
-    p.add_argument("--network", default=None,
-                   help="architecture of --weights: r3d_18, mc3_18 or r2plus1d_18 (default: from the tensors)")
+    src.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
+    p.add_argument("--network", default=None, help=NETWORK_HELP)
+    p.add_argument("--classes", type=Path, default=None,
+                   help=CLASSES_HELP + " (default: the dataset's classes.txt)")
+    add_preprocess_arguments(p)
     p.add_argument("--dataset", type=Path, required=True, help="dataset root (jpg/, labels/)")
     p.add_argument("--labels", default=None, help="label CSV (default ROOT/labels/all.csv)")
     p.add_argument("--split", default="val", help="split of the label CSV to evaluate")
@@ -174,9 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.dataset.is_dir():
             raise FileNotFoundError(f"dataset root {args.dataset} does not exist")
         device = resolve_device(args.device)
+        names = read_classes(args.classes) if args.classes else None
         result, classes = evaluate_checkpoint(args.checkpoint, args.dataset, args.labels, args.split,
                                               args.clips_per_video, args.batch_size, args.workers, device,
-                                              args.precision, crops=args.crops, network=args.network)
+                                              args.precision, crops=args.crops, network=args.network,
+                                              classes=names, clip_length=args.clip_length,
+                                              frame_interval=args.frame_interval, crop_size=args.crop_size)
         out_dir = args.out or args.checkpoint.parent
         paths = write_outputs(result, classes, out_dir, args.split, args.checkpoint, args.clips_per_video,
                               args.crops)

@@ -3,6 +3,7 @@
     python -m tools.extract_features --checkpoint runs/r3d_18_best.pth --dataset data/ucf101 --split val \\
         --out feats_val.npz --clips-per-video 5 --per-clip
     python -m tools.extract_features --weights r2plus1d_18-91a641e6.pth --dataset DATA --out f.npz --plot map.png
+    python -m tools.extract_features --weights srtg_r3d_50_best.pth --network srtg_r3d_50 --dataset DATA --out f.npz
 
 Each video gives ``clips_per_video`` evenly spaced clips (the validation sampler and transform, with the clip
 length, interval, resize and crop of the checkpoint); ``model.forward_features`` pools each clip to a
@@ -34,10 +35,21 @@ from tqdm import tqdm
 
 from data.atomic import atomic_write
 from data.dataset import VideoDataset
+from data.labels import read_classes
 from data.loader import build_loader
 from data.views import CROP_CHOICES
 from train.console import add_process_options, die, start_process
-from train.inference import LoadedModel, add_device_argument, build_val_transform, load_model
+from train.inference import (
+    CLASSES_HELP,
+    NETWORK_HELP,
+    WEIGHTS_HELP,
+    LoadedModel,
+    add_device_argument,
+    add_preprocess_arguments,
+    build_val_transform,
+    load_model,
+    override_preprocess,
+)
 from train.multiview import forward_views, view_transform
 
 log = logging.getLogger(__name__)
@@ -106,9 +118,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="trained checkpoint (*.pth)")
-    src.add_argument("--weights", help="torchvision Kinetics-400 weights file (e.g. r2plus1d_18-91a641e6.pth)")
-    p.add_argument("--network", default=None,
-                   help="architecture of --weights: r3d_18, mc3_18 or r2plus1d_18 (default: from the tensors)")
+    src.add_argument("--weights", help=WEIGHTS_HELP)
+    p.add_argument("--network", default=None, help=NETWORK_HELP)
+    p.add_argument("--classes", default=None, help=CLASSES_HELP)
+    add_preprocess_arguments(p)
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="also draw the videos' features in 2-D with a thumbnail of each video (a PNG)")
     p.add_argument("--dataset", required=True, help="dataset root (jpg/, labels/, classes.txt)")
@@ -136,8 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         die("--network names the architecture of a --weights file (a checkpoint knows its own)")
     args.checkpoint = args.checkpoint or args.weights
     try:
-        loaded = load_model(args.checkpoint, args.device, network=args.network)
-    except ValueError as e:  # CheckpointError, or a --device that is not there
+        names = read_classes(args.classes) if args.classes else None
+        loaded = load_model(args.checkpoint, args.device, network=args.network, classes=names)
+        loaded = override_preprocess(loaded, args.clip_length, args.frame_interval, args.crop_size)
+    except ValueError as e:  # CheckpointError, a bad --classes file or override, or a --device that is not there
         die(str(e))
     split = None if args.split == "all" else args.split
     try:

@@ -3,13 +3,16 @@
     python -m tools.predict --checkpoint runs/mict_resnet18_best.pth clip1.mp4 clip2.avi
     python -m tools.predict --checkpoint CKPT --timeline --window 32 --stride 16 --out results/preds.json video.mp4
     python -m tools.predict --weights r2plus1d_18-91a641e6.pth --network r2plus1d_18 video.mp4   # torchvision K400
+    python -m tools.predict --weights model_best.pth.tar --network mict_resnet18 --classes classes.txt video.mp4
     python -m tools.predict --onnx model.onnx video.mp4          # onnxruntime, preprocessing from the file
     python -m tools.predict --checkpoint CKPT --frames 8 video.mp4   # fewer frames per clip: faster
 
 Video level: the softmax of ``--clips`` evenly spaced clips (the validation sampler) is averaged and the top-k
 classes printed. ``--timeline`` also slides a window over the video and gives the top class of every window with
 its time range, as a table and as a PNG strip of thumbnails. Each video is decoded once for both. Preprocessing is
-the validation transform with the clip length, frame interval, resize and crop stored in the checkpoint.
+the validation transform with the clip length, frame interval, resize and crop stored in the checkpoint (for an
+SRTG or MiCT-Net-PyTorch checkpoint, the reference's; ``--clip-length``, ``--frame-interval`` and ``--crop-size``
+override them).
 ``--frames N`` samples N frames per clip over the same time span (the interval grows), trading accuracy for
 speed; a model with a ``frame_rate`` (torchvision's, 15 fps) picks the interval from each video's fps.
 
@@ -33,12 +36,23 @@ import numpy as np
 import torch
 
 from data.atomic import atomic_write_text
+from data.labels import read_classes
 from data.sampling import UniformClipSampler, clip_span
 from data.views import CROP_CHOICES
 from tools.timeline_plot import save_timeline_png, thumbnail, timeline_png_path
 from tools.video_source import VideoSource, VideoSourceError, assemble_clips, is_frame_store, open_source
 from train.console import add_process_options, die, start_process
-from train.inference import LoadedModel, add_device_argument, eval_interval, load_model
+from train.inference import (
+    CLASSES_HELP,
+    NETWORK_HELP,
+    WEIGHTS_HELP,
+    LoadedModel,
+    add_device_argument,
+    add_preprocess_arguments,
+    eval_interval,
+    load_model,
+    override_preprocess,
+)
 from train.multiview import forward_views, view_transform
 
 log = logging.getLogger(__name__)
@@ -119,10 +133,11 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, checkpoint_path: str | os.PathLike, device: str | None = "cpu",
                         batch_size: int = 8, crops: int = 1, network: str | None = None,
-                        frames: int | None = None) -> Predictor:
-        """Load `checkpoint_path` (see `load_model`; `network`: torchvision weights of that model) and wrap it."""
-        return cls(load_model(checkpoint_path, device, network=network), batch_size=batch_size, crops=crops,
-                   frames=frames)
+                        frames: int | None = None, classes: Sequence[str] | None = None) -> Predictor:
+        """Load `checkpoint_path` (see `load_model`; `network`: torchvision weights or a reference checkpoint of
+        that model; `classes`: names for a file that carries none) and wrap it."""
+        return cls(load_model(checkpoint_path, device, network=network, classes=classes), batch_size=batch_size,
+                   crops=crops, frames=frames)
 
     def interval_for(self, source: VideoSource) -> int:
         """Frame interval on `source`: the model's, or from the video's fps for a model with a frame rate."""
@@ -294,10 +309,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="raw video files or converted frames.db folders")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="checkpoint written by the trainer (*.pth)")
-    src.add_argument("--weights", help="torchvision Kinetics-400 weights file (e.g. r2plus1d_18-91a641e6.pth)")
+    src.add_argument("--weights", help=WEIGHTS_HELP)
     src.add_argument("--onnx", help="ONNX file written by tools.export_onnx (runs with onnxruntime)")
-    p.add_argument("--network", default=None,
-                   help="architecture of --weights: r3d_18, mc3_18 or r2plus1d_18 (default: from the tensors)")
+    p.add_argument("--network", default=None, help=NETWORK_HELP)
+    p.add_argument("--classes", default=None, help=CLASSES_HELP)
+    add_preprocess_arguments(p)
     p.add_argument("--frames", type=int, default=None,
                    help="frames per clip (default: the model's); fewer is faster, over the same time span")
     p.add_argument("--topk", type=int, default=5, help="classes to show per video")
@@ -331,19 +347,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.network and not args.weights:
         die("--network names the architecture of a --weights file (a checkpoint or ONNX file knows its own)")
     model_file = args.checkpoint or args.weights or args.onnx
+    overrides = {"clip_length": args.clip_length, "frame_interval": args.frame_interval, "crop_size": args.crop_size}
     try:
         if args.onnx:
             from tools.onnx_predict import load_onnx_model
 
-            if args.frames is not None:
-                die(f"{args.onnx}: an ONNX graph has a fixed clip length; export it again with --clip-length "
-                    f"{args.frames} instead of --frames")
+            if args.frames is not None or args.clip_length is not None or args.crop_size is not None:
+                die(f"{args.onnx}: an ONNX graph has a fixed clip shape; export it again with --clip-length and "
+                    f"--crop-size instead of --frames, --clip-length or --crop-size here")
+            if args.classes:
+                die(f"{args.onnx}: an ONNX file exported here carries its class names; --classes is for --weights")
             predictor = Predictor(load_onnx_model(args.onnx), batch_size=args.batch_size, crops=args.crops)
         else:
-            predictor = Predictor.from_checkpoint(model_file, args.device, batch_size=args.batch_size,
-                                                  crops=args.crops, network=args.network if args.weights else None,
-                                                  frames=args.frames)
-    except ValueError as e:  # CheckpointError, or a --device that is not there
+            names = read_classes(args.classes) if args.classes else None
+            loaded = load_model(model_file, args.device, network=args.network if args.weights else None,
+                                classes=names)
+            if names is not None and loaded.classes != names:
+                log.warning("--classes %s not used: %s carries its own class names", args.classes, model_file)
+            predictor = Predictor(override_preprocess(loaded, **overrides), batch_size=args.batch_size,
+                                  crops=args.crops, frames=args.frames)
+    except ValueError as e:  # CheckpointError, a bad --classes file, or a --device that is not there
         die(str(e))
     log.info("%s: %s, %d classes, clips of %d frames every %d, crop %s", model_file, predictor.loaded.network,
              len(predictor.classes), predictor.clip_length, predictor.frame_interval,
