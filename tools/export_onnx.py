@@ -240,10 +240,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="trained checkpoint (*.pth)")
-    src.add_argument("--weights", help="torchvision Kinetics-400 weights file (r3d_18 / mc3_18 / r2plus1d_18)")
+    src.add_argument("--weights", help="weights file of another code base: torchvision's Kinetics-400 "
+                                       "(r3d_18 / mc3_18 / r2plus1d_18), or a checkpoint of the SRTG or "
+                                       "MiCT-Net-PyTorch code (with --network)")
     src.add_argument("--all", action="store_true", help="try every registered model (untrained) into --out-dir")
     p.add_argument("--network", help="registered model name: exported untrained (needs --num-classes), or the "
                                      "architecture of --weights")
+    p.add_argument("--classes", default=None,
+                   help="class names (one per line) stored in the ONNX file, for --weights that carry none")
     p.add_argument("--out", help="ONNX file to write (--checkpoint / --network)")
     p.add_argument("--out-dir", default="onnx_models", help="folder for --all")
     p.add_argument("--num-classes", type=int, default=None, help="classes of an untrained --network export")
@@ -282,8 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from train.inference import CheckpointError, load_model
 
         source = args.checkpoint or args.weights
+        from data.labels import read_classes
+
         try:
-            loaded = load_model(source, "cpu", network=args.network if args.weights else None)
+            names = read_classes(args.classes) if args.classes else None
+            loaded = load_model(source, "cpu", network=args.network if args.weights else None, classes=names)
         except (CheckpointError, ValueError) as e:
             die(str(e))
         model, pre = loaded.model, loaded.preprocess

@@ -114,8 +114,8 @@ def load_reference_model(path: str, name: str, fmt: str, state: dict[str, Tensor
     family or a model without the reference layout), class names of another count, none when `require_classes`.
     """
     n = _num_classes(path, fmt, state)
-    warnings: list[str] = []
-    names = _class_names(path, fmt, n, classes, require_classes, warnings)
+    if classes is not None and len(classes) != n or classes is None and require_classes:
+        _class_names(path, fmt, n, classes, require_classes, [])  # raises before anything is built
     try:
         model = network.build_model(name, n, **reference_keys.reference_layout(fmt))
     except ValueError as e:  # unknown name, or a model without the SRTG layout
@@ -125,5 +125,7 @@ def load_reference_model(path: str, name: str, fmt: str, state: dict[str, Tensor
     except CheckpointError as e:
         raise CheckpointError(f"{e} ({_fit_hint(fmt, state)})") from None
     model.eval()
+    warnings: list[str] = []
+    names = _class_names(path, fmt, n, classes, require_classes, warnings)
     log.info("%s: %s checkpoint loaded strictly into %s (%d classes)", path, fmt, name, n)
     return model, names, dict(REFERENCE_PREPROCESS[fmt]), warnings
