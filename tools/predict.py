@@ -352,9 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.onnx:
             from tools.onnx_predict import load_onnx_model
 
-            if args.frames is not None or args.clip_length is not None or args.crop_size is not None:
-                die(f"{args.onnx}: an ONNX graph has a fixed clip shape; export it again with --clip-length and "
-                    f"--crop-size instead of --frames, --clip-length or --crop-size here")
+            if args.frames is not None:
+                die(f"{args.onnx}: an ONNX graph has a fixed clip length; export it again with --clip-length "
+                    f"{args.frames} instead of --frames")
+            if args.clip_length is not None or args.crop_size is not None:
+                die(f"{args.onnx}: an ONNX graph has a fixed clip length and crop size; export it again with "
+                    f"--clip-length / --crop-size instead")
             if args.classes:
                 die(f"{args.onnx}: an ONNX file exported here carries its class names; --classes is for --weights")
             predictor = Predictor(load_onnx_model(args.onnx), batch_size=args.batch_size, crops=args.crops)

@@ -109,8 +109,8 @@ def load_model(checkpoint_path: str | os.PathLike, device: str | torch.device | 
         if network not in TORCHVISION_VIDEO_MODELS:
             what = "no such weights file" if not os.path.isfile(path) else (
                 "not a checkpoint of the SRTG or MiCT-Net-PyTorch code, and torchvision publishes Kinetics-400 "
-                f"weights only for {', '.join(TORCHVISION_VIDEO_MODELS)} (a model trained here loads with "
-                "--checkpoint)")
+                f"weights for {', '.join(TORCHVISION_VIDEO_MODELS)}, not {network!r} (a model trained here loads "
+                "with --checkpoint)")
             raise CheckpointError(f"{path}: {what}")
         return _load_torchvision(path, network, dev)
     warnings: list[str] = []
