@@ -167,7 +167,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     src.add_argument("--weights", type=Path, help=WEIGHTS_HELP)
     p.add_argument("--network", default=None, help=NETWORK_HELP)
     p.add_argument("--classes", type=Path, default=None,
-                   help=CLASSES_HELP + " (default: the dataset's classes.txt)")
+                   help=CLASSES_HELP + "; without it, the dataset's classes.txt")
     add_preprocess_arguments(p)
     p.add_argument("--dataset", type=Path, required=True, help="dataset root (jpg/, labels/)")
     p.add_argument("--labels", default=None, help="label CSV (default ROOT/labels/all.csv)")

@@ -76,7 +76,9 @@ def _fit_hint(fmt: str, state: dict[str, Tensor]) -> str:
 
 def missing_network_message(path: str, fmt: str, state: dict[str, Tensor]) -> str:
     """One line: a reference checkpoint names no network; which option is missing and which names would fit."""
-    return f"{path}: a {fmt} checkpoint does not name its network: pass --network NAME ({_fit_hint(fmt, state)})"
+    article = "an" if fmt == SRTG else "a"
+    return (f"{path}: {article} {fmt} checkpoint does not name its network: pass --network NAME "
+            f"({_fit_hint(fmt, state)})")
 
 
 def _num_classes(path: str, fmt: str, state: dict[str, Tensor]) -> int:
