@@ -261,3 +261,20 @@ def test_preprocess_overrides_scale_the_resize_and_check_the_clip_length():
         override_preprocess(loaded, clip_length=8)
     with pytest.raises(ValueError, match="--crop-size must be >= 1"):
         override_preprocess(loaded, crop_size=0)
+
+
+def test_extract_features_gives_the_strictly_loaded_models_features(files, tmp_path, capsys):
+    from tools import extract_features
+
+    out = tmp_path / "feats.npz"
+    assert extract_features.main(["--weights", str(files["mict"]), "--network", "mict_resnet18", "--dataset",
+                                  str(files["root"]), "--out", str(out), "--workers", "0", "--device", "cpu",
+                                  *_overrides("mict")]) == 0
+    saved = np.load(out)
+    model = _strict_model("mict", files["mict"])
+    ds = VideoDataset(files["root"], split="val", clip_length=16, frame_interval=1, transform=_reference_input("mict"),
+                      clips_per_video=1)
+    with torch.no_grad():
+        expected = np.stack([model.forward_features(ds[i][0][None])[0].numpy() for i in range(len(ds))])
+    np.testing.assert_allclose(saved["features"], expected, rtol=1e-4, atol=1e-5)
+    assert json.loads(str(saved["preprocess"]))["crop_size"] == CROP and str(saved["network"]) == "mict_resnet18"
