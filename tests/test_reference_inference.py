@@ -278,3 +278,20 @@ def test_extract_features_gives_the_strictly_loaded_models_features(files, tmp_p
         expected = np.stack([model.forward_features(ds[i][0][None])[0].numpy() for i in range(len(ds))])
     np.testing.assert_allclose(saved["features"], expected, rtol=1e-4, atol=1e-5)
     assert json.loads(str(saved["preprocess"]))["crop_size"] == CROP and str(saved["network"]) == "mict_resnet18"
+
+
+def test_classes_file_names_a_trained_checkpoint_without_names_and_never_renames_one_with_them(files, tmp_path,
+                                                                                               capsys, caplog):
+    from tests.test_predict import make_checkpoint
+
+    nameless = make_checkpoint(tmp_path / "nameless.pth", classes=[])
+    assert predict.main(["--checkpoint", str(nameless), "--classes", str(files["names"]), "--clips", "1", "--json",
+                         str(files["video"])]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert sorted(r["label"] for r in result["top"]) == ["jump", "run", "swim", "throw"] and not result["warnings"]
+    named = make_checkpoint(tmp_path / "named.pth")
+    assert predict.main(["--checkpoint", str(named), "--classes", str(files["names"]), "--clips", "1", "--json",
+                         str(files["video"])]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert sorted(r["label"] for r in result["top"]) == CLASSES
+    assert "carries its own class names" in caplog.text
