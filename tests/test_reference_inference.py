@@ -295,3 +295,12 @@ def test_classes_file_names_a_trained_checkpoint_without_names_and_never_renames
     (result,) = json.loads(capsys.readouterr().out)
     assert sorted(r["label"] for r in result["top"]) == CLASSES
     assert "carries its own class names" in caplog.text
+
+
+def test_inspect_model_reads_a_reference_checkpoint_with_its_network(files, capsys):
+    from tools import inspect_model
+
+    assert inspect_model.main(["--checkpoint", str(files["srtg"]), "--network", "srtg_r3d_18", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # the reference count at 400 classes, less 396 classifier rows of 512 weights and a bias
+    assert report["totals"]["parameters"] == 44_543_312 - 396 * 513 and report["clip"] == [16, 256, 256]

@@ -170,8 +170,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--network", default=None, help="registered model name (optional with --checkpoint)")
     p.add_argument("--checkpoint", default=None,
-                   help="a trained checkpoint or torchvision Kinetics-400 weights file to inspect instead of an "
-                        "untrained model")
+                   help="a trained checkpoint, torchvision Kinetics-400 weights file or checkpoint of the SRTG or "
+                        "MiCT-Net-PyTorch code (with --network) to inspect instead of an untrained model")
     p.add_argument("--num-classes", type=int, default=400, help="classes of an untrained --network")
     p.add_argument("--width-mult", type=float, default=None, help="channel width of an untrained --network")
     p.add_argument("--clip", type=_parse_clip, default=None, help="clip TxHxW for the GFLOPs")
@@ -186,10 +186,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _load(args: argparse.Namespace) -> tuple[nn.Module, str, tuple[int, int, int], list[str] | None]:
     import network
-    from train.inference import load_model
+    from train.inference import CheckpointError, load_model
 
     if args.checkpoint:
-        loaded = load_model(args.checkpoint, "cpu")
+        try:
+            loaded = load_model(args.checkpoint, "cpu")
+        except CheckpointError:
+            if not args.network:
+                raise
+            # a checkpoint of the SRTG or MiCT-Net-PyTorch code does not name its network: --network does
+            loaded = load_model(args.checkpoint, "cpu", network=args.network)
         if args.network and loaded.network != args.network:
             raise ValueError(f"{args.checkpoint}: a {loaded.network} checkpoint, not {args.network}")
         pre = loaded.preprocess
