@@ -304,3 +304,13 @@ def test_inspect_model_reads_a_reference_checkpoint_with_its_network(files, caps
     report = json.loads(capsys.readouterr().out)
     # the reference count at 400 classes, less 396 classifier rows of 512 weights and a bias
     assert report["totals"]["parameters"] == 44_543_312 - 396 * 513 and report["clip"] == [16, 256, 256]
+
+
+def test_onnx_metadata_of_an_srtg_checkpoint_keeps_its_bgr_input():
+    from tools.onnx_metadata import model_metadata
+    from train.reference_checkpoints import REFERENCE_PREPROCESS
+
+    meta = model_metadata("srtg_r3d_18", CLASSES, REFERENCE_PREPROCESS["SRTG"], 8, CROP)
+    pre = json.loads(meta["preprocess"])
+    assert pre["channel_order"] == "bgr" and pre["resize_short"] == CASES["srtg"]["resize"]
+    assert "float32 BGR" in meta["input"]

@@ -53,8 +53,8 @@ def model_metadata(network: str, classes: Sequence[str] | None, preprocess: dict
         "mean": json.dumps(list(pre["mean"])),
         "std": json.dumps(list(pre["std"])),
         "preprocess": json.dumps(pre),
-        "input": f"{input_name}: (batch, 3, {clip_length}, {crop_size}, {crop_size}) float32 RGB, "
-                 f"(x / 255 - mean) / std",
+        "input": f"{input_name}: (batch, 3, {clip_length}, {crop_size}, {crop_size}) float32 "
+                 f"{str(pre.get('channel_order') or 'rgb').upper()}, (x / 255 - mean) / std",
     }
     for key in ("resize", "frame_rate"):  # torchvision's models only
         if pre.get(key):
