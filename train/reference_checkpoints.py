@@ -27,7 +27,9 @@ MiCT-Net-PyTorch (fmahoudeau/MiCT-Net-PyTorch), whose published checkpoints are 
 - ``experiments/classification/test.py``: ``Normalize([.485, .456, .406], [.229, .224, .225])`` (ImageNet).
 
 The tools' sampling differs from both references on purpose: clips are evenly spaced over the video (the
-validation sampler) rather than the reference's one clip; ``--clip-length``, ``--frame-interval`` and
+validation sampler) rather than the reference's one clip; and frames are resized with OpenCV (bilinear, area when
+shrinking a lot) where the references use imgaug's default cubic (SRTG) or PIL bilinear (MiCT-Net-PyTorch), so
+pixels differ slightly; ``--clip-length``, ``--frame-interval`` and
 ``--crop-size`` override the values above, e.g. for a UCF-101 SRTG model (interval 4).
 """
 from __future__ import annotations
