@@ -159,5 +159,5 @@ def adapt(obj: Any, state: dict[str, Tensor], model: nn.Module, strict: bool = F
     if fmt is None:
         return state, None
     mapped = _mapped(fmt, state, model, strict)
-    log.info("recognised a %s checkpoint: %d tensor names mapped", fmt, sum(a != b for a, b in zip(state, mapped)))
+    log.info("recognised the %s checkpoint format: %d tensor names mapped", fmt, sum(a != b for a, b in zip(state, mapped)))
     return mapped, fmt
