@@ -26,6 +26,7 @@ table; ``--out`` also writes it to a file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import platform
@@ -47,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data import store
 from data.atomic import atomic_write_text
+from data.fork_safety import fork_context, opencv_single_threaded
 from data.sampling import clip_span
 from tools import convert
 from tools.bench_loader_readers import ClipSet, FolderReader, MemoryReader, PyAVReader, SqlReader
@@ -105,7 +107,9 @@ def convert_both(videos: Path, root: Path, folder_root: Path, workers: int) -> d
     found, _ = scan_folder(videos)
     jobs = [convert.Job(str(p), label, vid, str(folder_root / label / vid)) for label, vid, p in found]
     t = time.perf_counter()
-    with ProcessPoolExecutor(workers, initializer=convert._init_worker) as pool:
+    # Like the converter's own pool: forked, and no OpenCV pool here for _init_worker to deadlock on.
+    with opencv_single_threaded(), ProcessPoolExecutor(workers, mp_context=fork_context(),
+                                                       initializer=convert._init_worker) as pool:
         frames_f = sum(pool.map(_folder_job, jobs, chunksize=1))
     seconds_f = time.perf_counter() - t
     files = sorted(folder_root.glob("*/*/*.jpg"))
@@ -144,13 +148,15 @@ def time_loader(dataset: Dataset, workers: int, batch_size: int, sampler=None) -
     batch. The CPU figure only means something with 0 workers, where it shrugs off other load on the machine."""
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, sampler=sampler,
                         worker_init_fn=_worker_init, multiprocessing_context="fork" if workers else None)
-    it = iter(loader)
-    next(it)
-    start, cpu, count = time.perf_counter(), time.process_time(), 0
-    for batch in it:
-        count += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    del it
+    # The workers are forked at iter(); _worker_init's cv2.setNumThreads must not meet an inherited OpenCV pool.
+    with opencv_single_threaded() if workers else contextlib.nullcontext():
+        it = iter(loader)
+        next(it)
+        start, cpu, count = time.perf_counter(), time.process_time(), 0
+        for batch in it:
+            count += len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        del it
     if count == 0:
         raise ValueError("too few clips for one timed batch; raise --clips")
     return count / seconds, count / max(cpu, 1e-9)

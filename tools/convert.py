@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import csv
 import logging
-import multiprocessing as mp
 import os
 import signal
 import sys
@@ -52,6 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.atomic import atomic_write
+from data.fork_safety import fork_context, opencv_single_threaded
 from data.index import video_lock
 from data.labels import safe_video_dir
 from data.store import DB_NAME, N_FRAMES_NAME, PAGE_SIZE, TMP_NAME, VideoReader, write_frames_db
@@ -390,11 +391,14 @@ def run_jobs(jobs: list[Job], workers: int, convert: Callable = convert_video) -
             yield convert(job)
         return
     # fork: workers start fast and need nothing re-imported; the parent holds no SQLite connections.
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    # OpenCV's thread pool does not survive fork: a child inheriting a started pool blocks for ever in
-    # cv2.setNumThreads (seen after this process had encoded with OpenCV). With one thread here, the
-    # children inherit no pool; this process only coordinates while they work.
-    cv2.setNumThreads(1)
+    ctx = fork_context()
+    # A child inheriting a started OpenCV pool blocks for ever in _init_worker's cv2.setNumThreads; with one
+    # thread here (this process only coordinates while they work) there is none to inherit.
+    with opencv_single_threaded():
+        yield from _run_pooled(jobs, workers, convert, ctx)
+
+
+def _run_pooled(jobs: list[Job], workers: int, convert: Callable, ctx: BaseContext | None) -> Iterator[Result]:
     pending: deque[Job] = deque(jobs)
     suspects: list[Job] = []
     while pending:

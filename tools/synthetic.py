@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data.atomic import atomic_path
+from data.fork_safety import fork_context, opencv_single_threaded
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
@@ -272,9 +273,10 @@ def generate(out_dir: str | os.PathLike, classes: int = DEFAULT_CLASSES,
             paths.append(_make_one(task))
             bar.update()
     else:
-        # Each worker renders and encodes whole videos; cv2 threads would only fight over the cores.
-        with get_context("spawn" if os.name == "nt" else "fork").Pool(workers, initializer=cv2.setNumThreads,
-                                                                      initargs=(1,)) as pool:
+        # Each worker renders and encodes whole videos; cv2 threads would only fight over the cores. The
+        # workers' cv2.setNumThreads(1) would deadlock on a pool inherited from here (data.fork_safety).
+        with opencv_single_threaded(), (fork_context() or get_context()).Pool(
+                workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
             for p in pool.imap_unordered(_make_one, tasks, chunksize=4):
                 paths.append(p)
                 bar.update()
