@@ -145,6 +145,23 @@ class LabelColumns:
         return len(self.video_ids)
 
 
+_ASCII_SPACE = " \t\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.isspace accepts in ASCII, besides the line breaks
+
+
+def _may_have_bad_name(joined: str) -> bool:
+    """Whether the newline-joined names contain a name `check_name` would reject (True may be a false alarm).
+
+    Substring tests run at memory speed; the per-line regex takes ~1 s on 650k ids, so it is kept for
+    non-ASCII text, where Unicode white space would need it.
+    """
+    if not joined.isascii():
+        return _BAD_NAME.search(joined) is not None or "\r" in joined
+    wrapped = f"\n{joined}\n"
+    if any(c in joined for c in "/\\\0\r") or "\n\n" in wrapped or "\n.\n" in wrapped or "\n..\n" in wrapped:
+        return True
+    return any(f"\n{c}" in wrapped or f"{c}\n" in wrapped for c in _ASCII_SPACE)
+
+
 def _find_bad(names: list[str], what: str, path: Path, lines: np.ndarray) -> None:
     """Raise the `LabelError` of the first bad name (only called once the joined check found one)."""
     for name, line in zip(names, lines):
@@ -199,7 +216,7 @@ def read_label_columns(csv_path: str | os.PathLike, data: bytes | None = None) -
     # One regex pass over all ids joined by newlines instead of a Python call per row; ids with a line break
     # would split in two here and are caught because the count of joined lines changes.
     joined = "\n".join(video_ids)
-    if _BAD_NAME.search(joined) or joined.count("\n") != max(len(video_ids) - 1, 0) or "\r" in joined:
+    if _may_have_bad_name(joined) or joined.count("\n") != max(len(video_ids) - 1, 0):
         _find_bad(video_ids, "video id", path, line_arr)
     split_names = set(splits)
     for bad in split_names - set(SPLITS):
