@@ -13,6 +13,7 @@ is read. Numpy buffers are never written by reads and stay shared.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,6 +39,23 @@ class StringColumn(Sequence):
         np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
         self._buffer = np.frombuffer(b"".join(encoded), dtype=np.uint8) if encoded else np.zeros(0, np.uint8)
 
+    @classmethod
+    def from_arrays(cls, buffer: np.ndarray, offsets: np.ndarray) -> StringColumn:
+        """A column over an existing UTF-8 `buffer` and its ``len + 1`` `offsets` (no copy)."""
+        if offsets.ndim != 1 or len(offsets) < 1 or int(offsets[0]) != 0 or int(offsets[-1]) != len(buffer):
+            raise ValueError("offsets must start at 0 and end at the buffer length")
+        column = cls.__new__(cls)
+        column._buffer, column._offsets = buffer.astype(np.uint8, copy=False), offsets.astype(np.int64, copy=False)
+        return column
+
+    @property
+    def buffer(self) -> np.ndarray:
+        return self._buffer
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._offsets
+
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
@@ -59,6 +77,17 @@ class StringColumn(Sequence):
     def take(self, positions: np.ndarray) -> StringColumn:
         """A new column with the strings at `positions`."""
         return StringColumn(self[int(p)] for p in positions)
+
+    def select(self, mask: np.ndarray) -> StringColumn:
+        """A new column with the strings where the boolean `mask` is true, in order (vectorised: no per-string
+        Python work, so it suits splitting a 650k-row column)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (len(self),):
+            raise ValueError(f"mask of shape {mask.shape} for {len(self)} strings")
+        lengths = np.diff(self._offsets)
+        offsets = np.zeros(int(mask.sum()) + 1, dtype=np.int64)
+        np.cumsum(lengths[mask], out=offsets[1:])
+        return StringColumn.from_arrays(self._buffer[np.repeat(mask, lengths)], offsets)
 
     @property
     def nbytes(self) -> int:
@@ -116,22 +145,47 @@ class LabelColumns:
         return len(self.video_ids)
 
 
+_ASCII_SPACE = " \t\x0b\x0c\x1c\x1d\x1e\x1f"  # what str.isspace accepts in ASCII, besides the line breaks
+
+
+def _may_have_bad_name(joined: str) -> bool:
+    """Whether the newline-joined names contain a name `check_name` would reject (True may be a false alarm).
+
+    Substring tests run at memory speed; the per-line regex takes ~1 s on 650k ids, so it is kept for
+    non-ASCII text, where Unicode white space would need it.
+    """
+    if not joined.isascii():
+        return _BAD_NAME.search(joined) is not None or "\r" in joined
+    wrapped = f"\n{joined}\n"
+    if any(c in joined for c in "/\\\0\r") or "\n\n" in wrapped or "\n.\n" in wrapped or "\n..\n" in wrapped:
+        return True
+    return any(f"\n{c}" in wrapped or f"{c}\n" in wrapped for c in _ASCII_SPACE)
+
+
 def _find_bad(names: list[str], what: str, path: Path, lines: np.ndarray) -> None:
     """Raise the `LabelError` of the first bad name (only called once the joined check found one)."""
     for name, line in zip(names, lines):
         check_name(name, what, f"{path}:{int(line)}")
 
 
-def read_label_columns(csv_path: str | os.PathLike) -> LabelColumns:
+def read_label_columns(csv_path: str | os.PathLike, data: bytes | None = None) -> LabelColumns:
     """Read a label CSV (``label,video_id,time_start,time_end,split``) into columns, validating every row.
 
-    Times are checked by `data.labels.read_labels` semantics only as far as the dataset needs: they are unused
-    for loading, so they are not parsed here.
+    `data`: the file's bytes when the caller has read them already (they are parsed instead of the file, so
+    that what was hashed is what was parsed). Times are checked by `data.labels.read_labels` semantics only as
+    far as the dataset needs: they are unused for loading, so they are not parsed here.
     """
     path = Path(csv_path)
-    if not path.is_file():
-        raise LabelError(f"{path}: label file not found")
-    with open(path, newline="", encoding="utf-8") as f:
+    if data is None:
+        if not path.is_file():
+            raise LabelError(f"{path}: label file not found")
+        data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (spreadsheets write one) is not part of the header
+    except UnicodeDecodeError as e:
+        raise LabelError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as "
+                         "UTF-8") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in ("label", "video_id", "split") if c not in header]
@@ -162,7 +216,7 @@ def read_label_columns(csv_path: str | os.PathLike) -> LabelColumns:
     # One regex pass over all ids joined by newlines instead of a Python call per row; ids with a line break
     # would split in two here and are caught because the count of joined lines changes.
     joined = "\n".join(video_ids)
-    if _BAD_NAME.search(joined) or joined.count("\n") != max(len(video_ids) - 1, 0) or "\r" in joined:
+    if _may_have_bad_name(joined) or joined.count("\n") != max(len(video_ids) - 1, 0):
         _find_bad(video_ids, "video id", path, line_arr)
     split_names = set(splits)
     for bad in split_names - set(SPLITS):

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.columns import IntColumn, LazySequence, StringColumn, read_label_columns
-from data.index import load_index
+from data.columns import IntColumn, LazySequence
+from data.index import stale_classes
+from data.label_table import open_label_table
 from data.labels import SPLITS, Sample, read_classes
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals, eval_interval
 from data.short_cycle import short_cycle_crop_sizes
@@ -97,7 +98,7 @@ class VideoDataset(Dataset):
         if clip_length < 1 or clips_per_video < 1:
             raise ValueError(f"clip_length and clips_per_video must be >= 1, got {clip_length}, {clips_per_video}")
         self.labels_csv = _resolve_labels_csv(self.root, labels_csv)
-        cols = read_label_columns(self.labels_csv)
+        cols = open_label_table(self.root, self.labels_csv)
         self.split = split
         self.train = (split == "train") if train is None else bool(train)
         self.clip_length = int(clip_length)
@@ -111,15 +112,16 @@ class VideoDataset(Dataset):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         # Per-video fields live in numpy buffers (data.columns): no Python object per video to be copied into
         # every DataLoader worker; `samples`, `labels`, `video_dirs` and `n_frames` are array-backed views.
-        keep = (np.arange(len(cols)) if split is None else
-                np.flatnonzero(cols.split_codes == (SPLITS.index(split) if split in SPLITS else -1)))
-        if not len(keep):
+        keep = (np.ones(len(cols), dtype=bool) if split is None else
+                cols.split_codes == (SPLITS.index(split) if split in SPLITS else -1))
+        if not keep.any():
             raise ValueError(f"{self.labels_csv}: no rows for split {split!r}")
         self._label_names = cols.label_names
         self._label_codes = cols.label_codes[keep]
         self._split_codes = cols.split_codes[keep]
-        ids = [cols.video_ids[i] for i in keep.tolist()]  # a temporary list: the join below reads it fast
-        self._video_ids = StringColumn(ids)
+        self._video_ids = cols.video_ids.select(keep)
+        index_counts = None if cols.index_counts is None else cols.index_counts[keep]
+        class_mtimes = cols.class_mtimes
         del cols
         used = sorted({self._label_names[c] for c in np.unique(self._label_codes).tolist()})
         unknown = [lb for lb in used if lb not in self.class_to_idx]
@@ -128,11 +130,12 @@ class VideoDataset(Dataset):
                              f"({len(unknown)} unknown)")
         code_to_class = np.array([self.class_to_idx.get(n, -1) for n in self._label_names], dtype=np.int64)
         self.labels = IntColumn(code_to_class[self._label_codes])
-        self.samples = LazySequence(len(keep), self._sample)
-        self.video_dirs = LazySequence(len(keep), self._video_dir)
+        n = len(self._label_codes)
+        self.samples = LazySequence(n, self._sample)
+        self.video_dirs = LazySequence(n, self._video_dir)
         with collect_missing_markers(str(self.labels_csv)):
-            self.n_frames = IntColumn(self._count_frames(ids))
-        del ids
+            self.n_frames = IntColumn(self._count_frames(index_counts, class_mtimes))
+        del index_counts
         # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._pid, self._seen_epoch, self._draws = -1, -1, 0
@@ -160,26 +163,23 @@ class VideoDataset(Dataset):
     def _video_dir(self, i: int) -> Path:
         return self.root / "jpg" / self._label_names[self._label_codes[i]] / self._video_ids[i]
 
-    def _count_frames(self, ids: list[str]) -> np.ndarray:
-        """Frame counts from the dataset index (`data.index`), else from each video's ``n_frames`` file.
+    def _count_frames(self, index_counts: np.ndarray | None, class_mtimes: dict[str, int]) -> np.ndarray:
+        """Frame counts from the dataset index (`data.index`, joined by `data.label_table`), else from each
+        video's ``n_frames`` file.
 
         Videos the index lacks, and those of classes whose folder changed since indexing, fall back to their
         marker files (one warning); a video with neither marker nor database is an error.
         """
         n = len(self._video_ids)
         counts = np.zeros(n, dtype=np.int64)
-        table = load_index(self.root)
         todo = np.arange(n)
-        if table is not None:
-            stale = table.stale_classes(self.root, sorted({self._label_names[c]
-                                                          for c in np.unique(self._label_codes).tolist()}))
-            stale_codes = {i for i, name in enumerate(self._label_names) if name in stale}
-            lookup = table.frame_counts
-            found = np.fromiter((lookup.get(f"{self._label_names[c]}/{v}", 0) if c not in stale_codes else 0
-                                 for c, v in zip(self._label_codes.tolist(), ids)), np.int64, n)
-            del table, lookup
-            counts[:] = found
-            todo = np.flatnonzero(found == 0)
+        if index_counts is not None:
+            used = np.unique(self._label_codes)
+            stale = stale_classes(self.root, class_mtimes, [self._label_names[c] for c in used.tolist()])
+            stale_codes = np.array([i for i, name in enumerate(self._label_names) if name in stale], dtype=np.int64)
+            counts[:] = index_counts
+            counts[np.isin(self._label_codes, stale_codes)] = 0
+            todo = np.flatnonzero(counts == 0)
             if len(todo):
                 log.warning("%s: %d of %d videos are not in the index or in class folders changed since it was "
                             "written (%s); reading their n_frames files (update it: python -m tools.index %s)",

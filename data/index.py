@@ -31,7 +31,7 @@ from data.store import DB_NAME, N_FRAMES_NAME, TMP_NAME, FrameStoreError, VideoR
 log = logging.getLogger(__name__)
 
 __all__ = ["INDEX_NAME", "LOCK_NAME", "IndexEntry", "IndexTable", "RefreshStats", "root_lock", "video_lock", "read_entry", "add_entries",
-           "refresh_index", "load_index", "index_path"]
+           "refresh_index", "load_index", "index_path", "stale_classes"]
 
 INDEX_NAME = "index.db"
 LOCK_NAME = ".lock"
@@ -219,16 +219,22 @@ class IndexTable:
 
     def stale_classes(self, root: str | os.PathLike, labels: list[str]) -> set[str]:
         """Classes among `labels` whose folder changed (or was never indexed) since the index was written."""
-        jpg = Path(root) / "jpg"
-        stale = set()
-        for label in labels:
-            try:
-                mtime = (jpg / label).stat().st_mtime_ns
-            except OSError:
-                continue  # no folder: its videos are missing, reported by the caller
-            if self.class_mtimes.get(label) != mtime:
-                stale.add(label)
-        return stale
+        return stale_classes(root, self.class_mtimes, labels)
+
+
+def stale_classes(root: str | os.PathLike, class_mtimes: dict[str, int], labels: list[str]) -> set[str]:
+    """Classes among `labels` whose folder mtime differs from `class_mtimes` (recorded when indexing) or that
+    were never indexed. One ``stat`` per class."""
+    jpg = Path(root) / "jpg"
+    stale = set()
+    for label in labels:
+        try:
+            mtime = (jpg / label).stat().st_mtime_ns
+        except OSError:
+            continue  # no folder: its videos are missing, reported by the caller
+        if class_mtimes.get(label) != mtime:
+            stale.add(label)
+    return stale
 
 
 def load_index(root: str | os.PathLike) -> IndexTable | None:

@@ -7,7 +7,10 @@ CSV and ``classes.txt``, plus the dataset index. Then, each in a fresh process, 
 - ``lists``: the previous `VideoDataset` construction, reproduced here: a `Sample`, a `Path` and an int per video
   in Python lists, frame counts from the markers;
 - ``markers``: today's `VideoDataset` with no index (numpy columns, markers read one by one);
-- ``index``: today's `VideoDataset` with ``index.db`` (no per-video file access).
+- ``index``: today's `VideoDataset` with ``index.db`` (no per-video file access) and the binary label cache
+  (`data.label_table`) that the converter and ``tools.index`` leave behind: no text is parsed;
+- ``index-nocache``: the same with the label cache deleted before the measured open, i.e. the first open after
+  the label file changed (the CSV is parsed and joined with the index, and the cache is written).
 
 Figures: open time cold (every file of the layout evicted from the page cache with
 ``posix_fadvise(POSIX_FADV_DONTNEED)``, and ``/proc/sys/vm/drop_caches`` when writable, i.e. as root outside a
@@ -33,12 +36,13 @@ import numpy as np
 from tqdm import tqdm
 
 from data.index import IndexEntry, add_entries, index_path
+from data.label_table import cache_path, warm_label_caches
 from data.labels import Sample, write_classes, write_labels
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
 
-MODES = ("lists", "markers", "index")
+MODES = ("lists", "markers", "index", "index-nocache")
 
 
 def _rss_kib() -> int:
@@ -194,13 +198,20 @@ def run_child(mode: str, root: Path, cold: bool, workers: int, batch: int, timeo
     hidden = index_path(root).with_name("index.db.hidden")
     if hidden.exists() and not index_path(root).exists():
         hidden.rename(index_path(root))  # left hidden by an interrupted run
+    label_cache = cache_path(root, root / "labels" / "all.csv")
+    if mode == "index":
+        warm_label_caches(root)  # what a conversion or `tools.index` leaves behind
+    if mode == "index-nocache":
+        label_cache.unlink(missing_ok=True)
     how = drop_cache(root) if cold else "warm (second open)"
-    if mode != "index":
+    if not mode.startswith("index"):
         index_path(root).rename(hidden)  # the markers paths must not find an index
     try:
-        if not cold:  # warm the cache with one open first
+        if not cold:  # warm the page cache with one open first
             subprocess.run([sys.executable, "-m", "tools.bench_index", "--child", mode, str(root), "--workers", "0"],
                            check=True, capture_output=True, timeout=timeout)
+            if mode == "index-nocache":
+                label_cache.unlink(missing_ok=True)
         out = subprocess.run([sys.executable, "-m", "tools.bench_index", "--child", mode, str(root),
                               "--workers", str(workers), "--batch", str(batch)],
                              check=True, capture_output=True, text=True, timeout=timeout)

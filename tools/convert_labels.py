@@ -35,6 +35,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.index import refresh_index
+from data.label_table import warm_label_caches
 from data.labels import LabelError, Sample, read_classes, read_labels, safe_video_dir, write_classes, write_labels
 from tools.convert import Job, Result, convert_video, run_jobs, write_failures
 from tools.convert_segments import SourceJob, SourceResult, convert_source
@@ -223,6 +224,7 @@ def run(args: argparse.Namespace, workers: int) -> int:
     report = write_failures(root, failures)
     _publish_labels(labels, rows, root, class_file)
     refresh_index(root)  # the trainer then opens the dataset without touching every clip's folder
+    warm_label_caches(root)
     log.info("summary: %d clips converted, %d skipped (complete), %d failed; %d frames written in %.1f s "
              "(%.0f frames/s), %d source frames decoded; %d bytes (%.1f MB)", counts["converted"], counts["skipped"],
              len(failures), frames, seconds, frames / max(seconds, 1e-9), decoded, nbytes, nbytes / 1e6)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from data.atomic import atomic_write, atomic_write_text
 from data.index import read_all, refresh_index, root_lock
+from data.label_table import warm_label_caches
 from data.labels import LabelError, Sample, read_classes, write_classes, write_labels
 from tools.video_folder import assign_val_split
 
@@ -161,7 +162,9 @@ def finish_root(root: str | os.PathLike, failures: list[tuple[str, str]], val_fr
     refresh_index(root)
     with root_lock(root):
         _write_labels_from_index(root, val_fraction, seed)
-        return _write_failures(root, failures)
+        report = _write_failures(root, failures)
+    warm_label_caches(root)
+    return report
 
 
 def merge_shards(root: str | os.PathLike, val_fraction: float, seed: int,

@@ -3,6 +3,8 @@
 For roots made elsewhere (the legacy ``dataset2database``, a copy, hand edits): scans ``ROOT/jpg/<class>/<video>/``
 and writes ``ROOT/index.db`` (`data.index`), re-reading only the databases whose size or mtime changed. The
 converter keeps the index up to date by itself; `data.dataset.VideoDataset` warns when it finds it stale.
+It also rebuilds the binary cache of every ``ROOT/labels/*.csv`` (`data.label_table`), so that the next dataset
+open reads no text.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data.index import index_path, refresh_index
+from data.label_table import warm_label_caches
 from data.store import FrameStoreError
 from train.console import die, setup_logging
 
@@ -35,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         die(f"{args.root}: not a dataset root (no jpg/ folder)")
     try:
         stats = refresh_index(args.root, rebuild=args.rebuild, progress=True)
+        warm_label_caches(args.root)
     except (FrameStoreError, OSError) as e:
         die(str(e))
     print(f"{index_path(args.root)}: {stats.total} videos ({stats.kept} unchanged, {stats.read} read, "
