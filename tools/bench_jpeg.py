@@ -10,8 +10,9 @@ than footage filmed at 360 px and compress better with any encoder.
 
 Per group and over all sources, in one process: the legacy ``dataset2database`` (PyPI; it runs the ``ffmpeg``
 binary, here the one of ``imageio-ffmpeg``, to write JPEG files, then packs them into ``frames.db``) and this
-converter AT THE MATCHED QUALITY: the smallest integer ``--quality`` whose PSNR (OpenCV encode of the reference
-frames, the same pixels the converter encodes) is at or above ``dataset2database``'s, then a real conversion at it.
+converter AT THE MATCHED SETTING: the smallest integer ``--quality`` (OpenCV) and the largest ``--qscale``
+(``--jpeg-encoder mjpeg``) whose PSNR, found by encoding exactly what the converter encodes, is at or above
+``dataset2database``'s, then a real conversion at each.
 Both with ``--workers`` processes (``dataset2database`` uses a ``Pool()`` of all CPUs: equal on a 2-core machine).
 Rows: bytes per frame, PSNR, conversion frames/s; then this converter at ``--quality`` with and without optimised
 Huffman tables, and random clip reads (16 frames, interval 2) from the stores and, through ``decord``, from the
@@ -23,11 +24,11 @@ import argparse
 import contextlib
 import logging
 import os
-import sqlite3
 import shutil
+import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,26 +121,65 @@ def opencv_stats(refs: dict[str, np.ndarray], quality: int) -> Stats:
     return Stats(nbytes, nframes, tuple(psnrs))
 
 
-def matched_quality(refs: dict[str, np.ndarray], target_psnr: float) -> tuple[int, Stats] | None:
-    """The smallest integer quality whose PSNR is at or above `target_psnr` (None if even 100 is below), with its
-    stats; a bisection, since PSNR grows with quality."""
+def mjpeg_stats(sources: dict[str, Path], refs: dict[str, np.ndarray], qscale: int) -> Stats:
+    """FFmpeg's mjpeg (`tools.jpeg_encoders`) at `qscale` on the decoded YUV frames of `sources`, as the converter
+    with ``--jpeg-encoder mjpeg`` encodes them; PSNR against `refs` (RGB)."""
+    import av
+
+    from tools.jpeg_encoders import MjpegEncoder
+
+    nbytes = nframes = 0
+    psnrs = []
+    for name, path in sources.items():
+        ref = refs[name]
+        dec = np.empty_like(ref)
+        with av.open(str(path)) as c:
+            for k, frame in enumerate(c.decode(video=0)):
+                if k == 0:
+                    enc = MjpegEncoder(frame.width, frame.height, qscale)
+                jpeg = enc.encode(frame.to_ndarray(format="yuvj420p"))
+                nbytes += len(jpeg)
+                dec[k] = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        nframes += len(ref)
+        psnrs.append(_psnr(dec, ref))
+    return Stats(nbytes, nframes, tuple(psnrs))
+
+
+def least_reaching(evaluate: Callable[[int], Stats], settings: Sequence[int],
+                   target_psnr: float) -> tuple[int, Stats] | None:
+    """The first of `settings` (ordered from the lowest quality to the highest) whose PSNR is at or above
+    `target_psnr`, with its stats (None if even the last is below); a bisection, since PSNR grows along them."""
     cache: dict[int, Stats] = {}
 
-    def stats(q: int) -> Stats:
-        if q not in cache:
-            cache[q] = opencv_stats(refs, q)
-        return cache[q]
+    def stats(i: int) -> Stats:
+        if i not in cache:
+            cache[i] = evaluate(settings[i])
+        return cache[i]
 
-    if stats(100).psnr < target_psnr:
+    if stats(len(settings) - 1).psnr < target_psnr:
         return None
-    lo, hi = 1, 100  # invariant: stats(hi) reaches the target
+    lo, hi = 0, len(settings) - 1  # invariant: settings[hi] reaches the target
     while lo < hi:
         mid = (lo + hi) // 2
         if stats(mid).psnr >= target_psnr:
             hi = mid
         else:
             lo = mid + 1
-    return hi, stats(hi)
+    return settings[hi], stats(hi)
+
+
+def matched_quality(refs: dict[str, np.ndarray], target_psnr: float) -> tuple[int, Stats] | None:
+    """The smallest integer OpenCV quality whose PSNR is at or above `target_psnr`."""
+    return least_reaching(lambda q: opencv_stats(refs, q), list(range(1, 101)), target_psnr)
+
+
+def matched_qscale(sources: dict[str, Path], refs: dict[str, np.ndarray],
+                   target_psnr: float) -> tuple[int, Stats] | None:
+    """The largest mjpeg qscale whose PSNR is at or above `target_psnr`."""
+    from tools.jpeg_encoders import MAX_QSCALE, MIN_QSCALE
+
+    return least_reaching(lambda q: mjpeg_stats(sources, refs, q), list(range(MAX_QSCALE, MIN_QSCALE - 1, -1)),
+                          target_psnr)
 
 
 @contextlib.contextmanager
@@ -252,20 +292,26 @@ def _total(stats: dict[str, Stats]) -> Stats:
     return total
 
 
+OPENCV, MJPEG = "ours, OpenCV, matched quality", "ours, mjpeg, matched qscale"
+
+
 def _row(name: str, s: Stats, quality: str = "-") -> str:
     return f"{name:<34} {quality:>7} {s.bytes_per_frame:>11.0f} {s.psnr:>8.2f} {s.fps:>17.1f}"
 
 
-def _comparison(title: str, d2d: Stats, matched: tuple[int, Stats] | None, ours: Stats | None) -> list[str]:
-    lines = [title, f"{'store':<34} {'quality':>7} {'bytes/frame':>11} {'PSNR dB':>8} {'convert frames/s':>17}",
+def _comparison(title: str, d2d: Stats, ours: Sequence[tuple[str, tuple[int, Stats] | None, Stats | None]]) -> list[str]:
+    """Lines of one table: dataset2database, then each of ours as (name, (setting, predicted stats), stats)."""
+    lines = [title, f"{'store':<34} {'setting':>7} {'bytes/frame':>11} {'PSNR dB':>8} {'convert frames/s':>17}",
              _row("dataset2database (ffmpeg)", d2d)]
-    if matched is None or ours is None:
-        return lines + ["ours: even quality 100 stays below dataset2database's PSNR"]
-    q, predicted = matched
-    lines += [_row("ours, matched quality", ours, f"q{q}"),
-              f"  bytes {ours.bytes_per_frame / d2d.bytes_per_frame:.3f}x dataset2database, "
-              f"PSNR {ours.psnr - d2d.psnr:+.2f} dB (search predicted {predicted.psnr:.2f} dB, "
-              f"{predicted.bytes_per_frame:.0f} B), speed {ours.fps / d2d.fps:.2f}x"]
+    for name, matched, stats in ours:
+        if matched is None or stats is None:
+            lines.append(f"{name}: its best setting stays below dataset2database's PSNR")
+            continue
+        setting, predicted = matched
+        lines += [_row(name, stats, f"{'q' if 'OpenCV' in name else 'qs'}{setting}"),
+                  f"  bytes {stats.bytes_per_frame / d2d.bytes_per_frame:.3f}x dataset2database, "
+                  f"PSNR {stats.psnr - d2d.psnr:+.2f} dB (search predicted {predicted.psnr:.2f} dB, "
+                  f"{predicted.bytes_per_frame:.0f} B), speed {stats.fps / d2d.fps:.2f}x"]
     return lines
 
 
@@ -297,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(old)
     refs: dict[str, dict[str, np.ndarray]] = {}
     sizes: dict[str, set[str]] = {}
+    suffix: dict[str, dict[str, str]] = {}
     for g, videos in sources.items():
         for name, path in videos.items():
             try:
@@ -305,23 +352,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                 die(str(e), 1)
             refs.setdefault(g, {})[name] = reference_frames(item.path)
             sizes.setdefault(g, set()).add(f"{item.width}x{item.height}")
+            suffix.setdefault(g, {})[name] = item.path.suffix
             log.info("%s: lossless %s copy %s, %dx%d, %d frames", path, item.codec, item.path, item.width,
                      item.height, item.frames)
     groups = list(refs)
     stores = args.dir / "stores"
-    d2d, matched, ours = {}, {}, {}
+    inputs = {g: {n: prep / g / g / f"{n}{suffix[g][n]}" for n in refs[g]} for g in groups}
+    d2d, matched, ours, matched_mj, ours_mj = {}, {}, {}, {}, {}
     with ffmpeg_on_path(args.dir):
         for g in groups:  # side by side: dataset2database, then ours at its PSNR, group by group
             d2d[g] = _d2d(prep, g, refs[g], stores / "d2d")
             matched[g] = matched_quality(refs[g], d2d[g].psnr)
             if matched[g] is not None:
                 ours.update(_ours(prep, [g], refs, stores / f"matched_{g}", matched[g][0], args.workers))
+            matched_mj[g] = matched_qscale(inputs[g], refs[g], d2d[g].psnr)
+            if matched_mj[g] is not None:
+                ours_mj.update(_ours(prep, [g], refs, stores / f"mjpeg_{g}", args.quality, args.workers,
+                                     ("--jpeg-encoder", "mjpeg", "--qscale", str(matched_mj[g][0]))))
     all_refs = {f"{g}/{n}": r for g in groups for n, r in refs[g].items()}
+    all_inputs = {f"{g}/{n}": p for g in groups for n, p in inputs[g].items()}
     d2d_all = _total(d2d)
     matched_all = matched_quality(all_refs, d2d_all.psnr)
     ours_all = None
     if matched_all is not None:
         ours_all = _total(_ours(prep, groups, refs, stores / "matched_all", matched_all[0], args.workers))
+    matched_mj_all = matched_qscale(all_inputs, all_refs, d2d_all.psnr)
+    ours_mj_all = None
+    if matched_mj_all is not None:
+        ours_mj_all = _total(_ours(prep, groups, refs, stores / "mjpeg_all", args.quality, args.workers,
+                                   ("--jpeg-encoder", "mjpeg", "--qscale", str(matched_mj_all[0]))))
     fixed = {}
     for name, sub, extra in ((f"ours q{args.quality}, optimised Huffman", "fixed_opt", ()),
                              (f"ours q{args.quality}, standard Huffman", "fixed_std", ("--no-jpeg-optimize",))):
@@ -333,16 +392,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = len(refs[g])
         title = (f"== {g}: {n} video(s), {d2d[g].frames} frames, {', '.join(sorted(sizes[g]))} (lossless 360 px "
                  f"copies)")
-        print("\n".join(_comparison(title, d2d[g], matched[g], ours.get(g))))
-    title = f"== all sources: {len(all_refs)} videos, {d2d_all.frames} frames, one quality for every video"
-    print("\n".join(_comparison(title, d2d_all, matched_all, ours_all)))
-    per_group = [g for g in groups if g in ours]
-    if per_group:
-        ours_pg = _total({g: ours[g] for g in per_group})
-        d2d_pg = _total({g: d2d[g] for g in per_group})
-        print(f"  each group at its own matched quality: {ours_pg.bytes_per_frame:.0f} vs "
-              f"{d2d_pg.bytes_per_frame:.0f} bytes/frame = {ours_pg.bytes_per_frame / d2d_pg.bytes_per_frame:.3f}x, "
-              f"speed {ours_pg.fps / d2d_pg.fps:.2f}x")
+        print("\n".join(_comparison(title, d2d[g], [(OPENCV, matched[g], ours.get(g)),
+                                                    (MJPEG, matched_mj[g], ours_mj.get(g))])))
+    title = f"== all sources: {len(all_refs)} videos, {d2d_all.frames} frames, one setting for every video"
+    print("\n".join(_comparison(title, d2d_all, [(OPENCV, matched_all, ours_all),
+                                                 (MJPEG, matched_mj_all, ours_mj_all)])))
+    for name, per in ((OPENCV, ours), (MJPEG, ours_mj)):
+        if set(per) == set(groups):
+            mine, theirs = _total(per), d2d_all
+            print(f"  {name}, each group at its own matched setting: {mine.bytes_per_frame:.0f} vs "
+                  f"{theirs.bytes_per_frame:.0f} bytes/frame = {mine.bytes_per_frame / theirs.bytes_per_frame:.3f}x, "
+                  f"speed {mine.fps / theirs.fps:.2f}x")
     print("== fixed quality, all sources")
     for name, s in fixed.items():
         print(_row(name, s, f"q{args.quality}"))
@@ -352,7 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     readers_of = {f"ours q{args.quality} (optimised)": dirs_of(stores / "fixed_opt")}
     if matched_all is not None:
-        readers_of[f"ours q{matched_all[0]} (matched, all)"] = dirs_of(stores / "matched_all")
+        readers_of[f"ours OpenCV q{matched_all[0]} (matched)"] = dirs_of(stores / "matched_all")
+    if matched_mj_all is not None:
+        readers_of[f"ours mjpeg qs{matched_mj_all[0]} (matched)"] = dirs_of(stores / "mjpeg_all")
     readers_of["dataset2database (ffmpeg)"] = sorted(p for p in (stores / "d2d").glob("*/*")
                                                      if (p / "frames.db").is_file())
     print(f"{'reader':<34} {'clips/s (16 frames)':>20}")
