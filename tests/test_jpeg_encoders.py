@@ -127,3 +127,22 @@ def test_bad_qscale_and_mjpeg_with_labels_exit_2(tmp_path, capsys):
                       "--jpeg-encoder", "mjpeg"])
     assert exc.value.code == 2 and "not supported with --labels" in capsys.readouterr().err
     assert not (tmp_path / "ds").exists()
+
+
+def test_verify_reconverts_an_mjpeg_database_with_the_mjpeg_encoder(tmp_path):
+    import contextlib
+    import io
+
+    from tools import verify
+
+    src = tmp_path / "videos"
+    make_video(src / "walk" / "a.mp4")
+    root = tmp_path / "ds"
+    assert convert.main([str(src), str(root), "--workers", "1", "--jpeg-encoder", "mjpeg", "--qscale", "7"]) == 0
+    d = root / "jpg" / "walk" / "a"
+    with sqlite3.connect(d / "frames.db") as conn:
+        conn.execute("DELETE FROM frames WHERE idx = 2")
+    with contextlib.redirect_stderr(io.StringIO()):
+        assert verify.main([str(root), "--reconvert", str(src)]) == 0
+    meta = _meta(d)
+    assert (meta["encoder"], meta["qscale"], meta["n_frames"]) == ("mjpeg", "7", "12")
