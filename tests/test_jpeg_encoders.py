@@ -146,3 +146,19 @@ def test_verify_reconverts_an_mjpeg_database_with_the_mjpeg_encoder(tmp_path):
         assert verify.main([str(root), "--reconvert", str(src)]) == 0
     meta = _meta(d)
     assert (meta["encoder"], meta["qscale"], meta["n_frames"]) == ("mjpeg", "7", "12")
+
+
+def test_full_range_planes_match_swscale_within_one_level_and_resize_when_asked():
+    import av
+
+    from tools.jpeg_encoders import yuvj420p_planes
+
+    rgb = _textured(seed=2)
+    limited = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    fast = yuvj420p_planes(limited, 64, 48)
+    slow = limited.to_ndarray(format="yuvj420p")
+    assert fast.shape == slow.shape == (72, 64)
+    assert int(np.abs(fast.astype(int) - slow.astype(int)).max()) <= 1
+    full = limited.reformat(format="yuvj420p")
+    assert np.array_equal(yuvj420p_planes(full, 64, 48), full.to_ndarray())  # already full range: as is
+    assert yuvj420p_planes(limited, 32, 24).shape == (36, 32)

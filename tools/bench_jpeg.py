@@ -126,7 +126,7 @@ def mjpeg_stats(sources: dict[str, Path], refs: dict[str, np.ndarray], qscale: i
     with ``--jpeg-encoder mjpeg`` encodes them; PSNR against `refs` (RGB)."""
     import av
 
-    from tools.jpeg_encoders import MjpegEncoder
+    from tools.jpeg_encoders import MjpegEncoder, yuvj420p_planes
 
     nbytes = nframes = 0
     psnrs = []
@@ -137,7 +137,7 @@ def mjpeg_stats(sources: dict[str, Path], refs: dict[str, np.ndarray], qscale: i
             for k, frame in enumerate(c.decode(video=0)):
                 if k == 0:
                     enc = MjpegEncoder(frame.width, frame.height, qscale)
-                jpeg = enc.encode(frame.to_ndarray(format="yuvj420p"))
+                jpeg = enc.encode(yuvj420p_planes(frame, frame.width, frame.height))
                 nbytes += len(jpeg)
                 dec[k] = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         nframes += len(ref)

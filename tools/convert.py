@@ -82,8 +82,8 @@ from tools.jpeg_encoders import (
     MAX_QSCALE,
     MIN_QSCALE,
     MjpegEncoder,
-    frame_format,
     opencv_encoder,
+    yuvj420p_planes,
 )
 from tools.video_folder import VIDEO_EXTENSIONS, file_problem, scan_folder
 from train.console import die, setup_logging
@@ -217,13 +217,13 @@ def _decode_bgr(job: Job, info: dict) -> Iterator[np.ndarray]:
         next_t, t0, decoded, last_t = 0.0, None, 0, 0.0
         prev = None  # with --fps: the latest frame, held until a later one starts
 
-        fmt = frame_format(job.encoder)  # BGR for OpenCV; YUV planes for mjpeg, which needs no RGB round trip
-
         def convert(frame) -> np.ndarray:
+            if job.encoder == "mjpeg":  # its YUV planes as they are: no RGB round trip
+                return yuvj420p_planes(frame, out_w, out_h)
             # Per frame: a stream may change resolution midway, and every stored frame must have one size.
             if (frame.width, frame.height) != (out_w, out_h):
-                return frame.to_ndarray(format=fmt, width=out_w, height=out_h, interpolation="AREA")
-            return frame.to_ndarray(format=fmt)
+                return frame.to_ndarray(format="bgr24", width=out_w, height=out_h, interpolation="AREA")
+            return frame.to_ndarray(format="bgr24")
 
         def held(until: float) -> Iterator[np.ndarray]:
             """`prev` once per output time before `until` (sample and hold)."""
