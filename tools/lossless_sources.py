@@ -7,8 +7,8 @@ makes the decoded lossless frames the PSNR reference of every store. ``write_los
 compares it plane by plane with what it encoded; when the codec did not round-trip exactly it tries the next
 lossless codec (FFV1 in AVI) and fails loudly if none does.
 
-Upscaled small clips (176x144 -> 440x360) are smoother than footage filmed at 360 px: they compress better with any
-JPEG encoder, so they are reported at their native size too (``height=None``).
+Upscaled small clips (176x144 -> 440x360) are smoother than footage filmed at 360 px and compress better with any
+JPEG encoder; ``height=None`` keeps the native size (rounded to even) for comparisons without a fixed height.
 """
 from __future__ import annotations
 
