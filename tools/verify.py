@@ -32,6 +32,7 @@ from data.integrity import VideoCheck, check_video
 from data.labels import LabelError, read_labels
 from data.store import DB_NAME, N_FRAMES_NAME, TMP_NAME
 from tools.convert import DEFAULT_QUALITY, Job, convert_video
+from tools.jpeg_encoders import DEFAULT_ENCODER, DEFAULT_QSCALE
 from tools.video_folder import VIDEO_EXTENSIONS
 from train.console import die, setup_logging
 
@@ -84,7 +85,8 @@ def _settings(video_dir: Path) -> dict[str, str] | None:
             conn.close()
     except sqlite3.Error:
         return None
-    return {k: meta[k] for k in ("short_side", "quality", "target_fps", "source", "label") if k in meta}
+    return {k: meta[k] for k in ("short_side", "quality", "target_fps", "source", "label", "encoder", "qscale")
+            if k in meta}
 
 
 def _find_source(videos: Path, label: str, video_id: str, recorded: str | None) -> Path | None:
@@ -110,7 +112,9 @@ def reconvert(broken: list[Path], videos: Path, fallback: dict[str, str]) -> dic
         job = Job(str(source), label, video_id, str(video_dir),
                   short_side=int(settings["short_side"]) if settings.get("short_side") else None,
                   quality=int(settings.get("quality") or DEFAULT_QUALITY),
-                  fps=float(settings["target_fps"]) if settings.get("target_fps") else None, overwrite=True)
+                  fps=float(settings["target_fps"]) if settings.get("target_fps") else None, overwrite=True,
+                  encoder=settings.get("encoder") or DEFAULT_ENCODER,
+                  qscale=int(settings.get("qscale") or DEFAULT_QSCALE))
         result = convert_video(job)
         if result.status != "converted":
             failed[video_dir] = f"re-conversion failed: {result.reason}"
