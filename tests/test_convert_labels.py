@@ -137,6 +137,22 @@ def test_a_seek_landing_after_the_segment_falls_back_to_decoding_from_the_start(
     assert len(got) == 20 and near(got[0], second_value(20)) and near(got[-1], second_value(21))
 
 
+def test_cut_segments_use_optimised_huffman_tables_unless_turned_off(tmp_path):
+    src = tmp_path / "src"
+    make_untrimmed(src / "Archery" / "v_abcdefghijk.mp4", seconds=3, size=64)
+    labels = write(tmp_path / "clips.csv", HEADER + "Archery,abcdefghijk_000000_000002,0,2,train\n")
+    stores = {}
+    for name, extra in (("opt", ()), ("std", ("--no-jpeg-optimize",))):
+        assert convert_labels(labels, src, tmp_path / name, *extra) == 0
+        clip = tmp_path / name / "jpg" / "Archery" / "abcdefghijk_000000_000002"
+        with open_video(clip) as v:
+            stores[name] = (v.read(list(range(len(v)))), v.meta["jpeg_optimize"], (clip / "frames.db").stat().st_size)
+    (opt_frames, opt_flag, opt_bytes), (std_frames, std_flag, std_bytes) = stores["opt"], stores["std"]
+    assert (opt_flag, std_flag) == ("1", "0")
+    assert np.array_equal(opt_frames, std_frames)  # a lossless step: the same pixels
+    assert opt_bytes < std_bytes
+
+
 def test_a_label_file_inside_the_root_gets_a_class_list_when_there_is_none(tmp_path):
     src = tmp_path / "src"
     make_untrimmed(src / "v_abcdefghijk.mp4", seconds=3)

@@ -190,7 +190,7 @@ def run(args: argparse.Namespace, workers: int) -> int:
     check_rows(labels, rows, classes, class_file)
     index = index_sources(source_root)
     settings = dict(short_side=args.short_side, quality=args.quality, fps=args.fps, overwrite=args.overwrite,
-                    threads=1 if workers > 1 else 0, page_size=args.page_size)
+                    threads=1 if workers > 1 else 0, page_size=args.page_size, jpeg_optimize=args.jpeg_optimize)
     jobs, failures = plan(rows, labels, index, root, settings)
     for where, reason in failures[:10]:
         log.warning("%s: %s", where, reason)

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from data.store import DB_NAME, VideoReader, write_frames_db
@@ -43,6 +42,7 @@ from tools.convert import (
     is_complete,
     video_stream,
 )
+from tools.jpeg_encoders import opencv_encoder
 
 log = logging.getLogger(__name__)
 
@@ -303,17 +303,17 @@ def _cut(job: SourceJob, todo: list[tuple[float, float, Job]], out: SourceResult
         tb = stream.time_base
         t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
         declared = _declared_seconds(stream, container)
-        params = [cv2.IMWRITE_JPEG_QUALITY, first.quality]
+        to_jpeg = opencv_encoder(first.quality, first.jpeg_optimize)
 
         def encode(frame: Any) -> bytes:
             if (frame.width, frame.height) != (out_w, out_h):
                 bgr = frame.to_ndarray(format="bgr24", width=out_w, height=out_h, interpolation="AREA")
             else:
                 bgr = frame.to_ndarray(format="bgr24")
-            ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(bgr), params)
-            if not ok:
-                raise ConvertError("JPEG encoding failed")
-            return buf.tobytes()
+            try:
+                return to_jpeg(np.ascontiguousarray(bgr))
+            except ValueError as e:
+                raise ConvertError(str(e)) from None
 
         spans = _spans([(s, e) for s, e, _ in todo])
         tape = _Tape(_decoded(container, stream, spans, t0, dt, out), encode)
@@ -353,7 +353,8 @@ def _write_clip(clip: Job, s: float, e: float, tape: _Tape, info: dict, dt: floa
         video_end = "no frames" if end_t is None else f"{end_t + dt:.2f} s"
         return Result(clip, "failed", reason=f"segment {s:g}-{e:g} s starts after the video's end ({video_end})")
     meta = {**_source_meta(Path(clip.source)), **_settings_meta(clip), **_time_meta(s, e), "label": clip.label,
-            "video_id": clip.video_id, **{k: str(v) for k, v in info.items()}}
+            "video_id": clip.video_id, "jpeg_optimize": str(int(clip.jpeg_optimize)),
+            **{k: str(v) for k, v in info.items()}}
 
     def all_frames() -> Iterator[bytes]:
         yield head
