@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from data.columns import IntColumn, LazySequence
 from data.index import stale_classes
-from data.label_table import open_label_table
+from data.label_table import open_label_table, release_freed_memory
 from data.labels import SPLITS, Sample, read_classes
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals, eval_interval
 from data.short_cycle import short_cycle_crop_sizes
@@ -136,6 +136,7 @@ class VideoDataset(Dataset):
         with collect_missing_markers(str(self.labels_csv)):
             self.n_frames = IntColumn(self._count_frames(index_counts, class_mtimes))
         del index_counts
+        release_freed_memory()  # before any fork: the parse's and the full table's freed pages
         # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._pid, self._seen_epoch, self._draws = -1, -1, 0

@@ -56,11 +56,12 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
 
 
 def outputs(root: Path) -> dict[str, bytes]:
-    """Every file a user keeps from a root (databases, markers, labels, classes, failure report) by path."""
+    """Every file a user keeps from a root (databases, markers, labels, classes, failure report) by path; not the
+    derived index and label caches, which record file times."""
     keep = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if path.is_file() and not rel.startswith("shards/") and rel not in ("index.db", ".lock"):
+        if path.is_file() and not rel.startswith(("shards/", ".cache/")) and rel not in ("index.db", ".lock"):
             keep[rel] = path.read_bytes()
     return keep
 

@@ -138,3 +138,13 @@ def test_string_column_select_keeps_the_masked_strings_in_order():
     assert list(rebuilt) == list(col)
     with pytest.raises(ValueError, match="mask of shape"):
         col.select(np.ones(3, bool))
+
+
+def test_a_copied_root_keeps_its_label_cache(root, tmp_path):
+    import shutil
+
+    open_label_table(root, root / "labels" / "all.csv")
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)  # copy2: file and folder times kept, as cp -p and rsync -a do
+    assert open_label_table(copy, copy / "labels" / "all.csv").cached
+    assert len(VideoDataset(copy, split="train").samples) == 54
