@@ -10,9 +10,11 @@ main process, whose ``torch.initial_seed()`` is the trainer's ``torch.manual_see
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import signal
+import weakref
 from collections.abc import Iterable, Iterator, Sequence, Sized
 
 import numpy as np
@@ -21,7 +23,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, d
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_loader", "collate_clips", "worker_init_fn", "EpochShuffleSampler"]
+__all__ = ["build_loader", "collate_clips", "worker_init_fn", "EpochShuffleSampler", "shutdown_workers"]
+
+# Loaders with worker processes, so that they can be stopped at interpreter exit (see `shutdown_workers`).
+_WITH_WORKERS: weakref.WeakSet[DataLoader] = weakref.WeakSet()
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -46,6 +51,23 @@ class EpochShuffleSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def shutdown_workers() -> None:
+    """Stop the persistent workers of every loader `build_loader` made that is still alive.
+
+    Registered at exit, ahead of torch's and multiprocessing's own exit handlers: a loader kept alive by a
+    reference cycle is otherwise never shut down (torch skips it once its exit flag is set), and multiprocessing
+    then ends the workers with SIGTERM, which they ignore (`worker_init_fn`), and waits for them forever.
+    """
+    for loader in list(_WITH_WORKERS):
+        iterator = getattr(loader, "_iterator", None)  # torch keeps the persistent workers' iterator here
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            loader._iterator = None
+
+
+atexit.register(shutdown_workers)
 
 
 def worker_init_fn(worker_id: int) -> None:
@@ -106,12 +128,16 @@ def build_loader(dataset: Dataset, batch_size: int, train: bool, workers: int, s
     common = dict(num_workers=workers, collate_fn=collate_clips, pin_memory=torch.cuda.is_available(),
                   worker_init_fn=worker_init_fn, generator=generator, persistent_workers=workers > 0)
     if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, **common)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if distributed:
-        # Evaluation shards are padded to equal length (a few clips twice); video_index lets metrics deduplicate.
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=False)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
-    sampler = EpochShuffleSampler(dataset, seed) if train else None
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
+        loader = DataLoader(dataset, batch_sampler=batch_sampler, **common)
+    else:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if distributed:
+            # Evaluation shards are padded to equal length (a few clips twice); video_index lets metrics deduplicate.
+            sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=False)
+        else:
+            sampler = EpochShuffleSampler(dataset, seed) if train else None
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
+    if workers > 0:
+        _WITH_WORKERS.add(loader)
+    return loader
