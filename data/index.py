@@ -217,10 +217,6 @@ class IndexTable:
     frame_counts: dict[str, int]
     class_mtimes: dict[str, int]
 
-    def stale_classes(self, root: str | os.PathLike, labels: list[str]) -> set[str]:
-        """Classes among `labels` whose folder changed (or was never indexed) since the index was written."""
-        return stale_classes(root, self.class_mtimes, labels)
-
 
 def stale_classes(root: str | os.PathLike, class_mtimes: dict[str, int], labels: list[str]) -> set[str]:
     """Classes among `labels` whose folder mtime differs from `class_mtimes` (recorded when indexing) or that
