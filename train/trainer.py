@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.views import flatten_views
 from train.checkpoint import capture_rng_state, model_state_dict, restore_rng_state, unwrap_model
 from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_reduce_sum, broadcast_buffers
 from train.loaders import EpochInfo
 from train.lr_schedule import StepLRSchedule
 from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
-from train.multiview import flatten_views
 from train.precise_bn import PreciseBN
 from train.precision import NonFiniteGuard, Precision
 from train.preemption import TrainingInterrupted

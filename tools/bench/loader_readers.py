@@ -1,4 +1,4 @@
-"""The clip readers `tools.bench_loader` compares: SQLite frame store, JPEG folder, PyAV, JPEGs in memory.
+"""The clip readers `tools.bench.loader` compares: SQLite frame store, JPEG folder, PyAV, JPEGs in memory.
 
 Each reader maps ``(video number, frame indices)`` to one ``(T, H, W, 3)`` uint8 RGB clip; `ClipSet` turns one into
 a `torch.utils.data.Dataset` of clip numbers so that every reader is timed through the same `DataLoader`.
