@@ -89,6 +89,7 @@ def csv_rows(path: Path, required: Sequence[str], expected: str) -> Iterator[tup
 
 
 def parse_time(text: str, column: str, where: str) -> float:
+    """A finite, non-negative number of seconds from an annotation field; a `LabelError` naming `where` if not."""
     try:
         value = float(text)
     except ValueError:
