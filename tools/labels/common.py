@@ -14,7 +14,7 @@ from typing import Any
 
 from data.labels import LabelError, Sample, check_name, safe_label
 
-__all__ = ["find_file", "text_lines", "load_json", "json_entries", "csv_rows", "parse_time", "underscore_labels"]
+__all__ = ["find_file", "text_lines", "load_json", "json_entries", "csv_rows", "plain_csv_rows", "parse_time", "underscore_labels"]
 
 
 def find_file(directory: Path, name: str) -> Path:
@@ -86,6 +86,16 @@ def csv_rows(path: Path, required: Sequence[str], expected: str) -> Iterator[tup
             if None in row or any(row.get(c) is None for c in header):
                 raise LabelError(f"{where}: expected {len(header)} fields")
             yield where, row
+
+
+def plain_csv_rows(path: Path) -> Iterator[tuple[int, str, list[str]]]:
+    """``(line number, where, fields)`` for every non-blank row of a CSV file without a header."""
+    if not path.is_file():
+        raise LabelError(f"{path}: file not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for number, row in enumerate(csv.reader(f), 1):
+            if row and "".join(row).strip():
+                yield number, f"{path}:{number}", row
 
 
 def parse_time(text: str, column: str, where: str) -> float:
