@@ -370,6 +370,10 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
 
     model.to(device)
     precision = Precision(args.precision, device)
+    if args.precision == "bf16" and device.type == "cpu" and dist_info.is_main:
+        log.warning("--precision bf16 on the CPU: oneDNN's AVX-512 bf16 convolutions have returned wrong weight "
+                    "gradients (finite, up to 1e35) now and then on some CPUs, so a run can differ run to run; "
+                    "prefer fp32 on the CPU, or set ONEDNN_MAX_CPU_ISA=AVX2 (docs/training.md, GPU)")
     if args.deterministic:
         _make_deterministic(model, args, precision, device)
     optimizer = build_optimizer(_param_groups(model, args), args)
