@@ -63,13 +63,16 @@ def replace_global_pooling(model: nn.Module) -> int:
 
 def check_deterministic(model: nn.Module, clips: torch.Tensor, autocast: Callable[[], Any] | None = None,
                         network: str = "the model") -> None:
-    """One training forward and backward of a copy of `model` on `clips`; `ValueError` naming the first operation
-    without a deterministic kernel on this device (call after `enable_deterministic`)."""
+    """One training forward, cross-entropy and backward of a copy of `model` on `clips`; `ValueError` naming the
+    first operation without a deterministic kernel on this device (call after `enable_deterministic`)."""
     probe = copy.deepcopy(model).train()  # the run's BN statistics and gradients stay untouched
     try:
         with autocast() if autocast is not None else contextlib.nullcontext():
             out = probe(clips)
-        out.float().sum().backward()
+            # The training loss too (class targets), for its kernels on this device.
+            loss = nn.functional.cross_entropy(out.float(), torch.zeros(len(out), dtype=torch.long,
+                                                                         device=out.device))
+        loss.backward()
     except RuntimeError as e:
         text = str(e)
         if _NO_DETERMINISTIC not in text:

@@ -76,7 +76,7 @@ class StepTimer:
 
     On a GPU, CUDA events recorded around the passes are read only once the step's last event has completed
     (`query`, which never blocks): `stop` returns the newest completed step's timings, which may be a step behind.
-    Only the very first step waits for its events. On the CPU the passes run synchronously: wall clock.
+    Only the first step (of each epoch: one timer per epoch) waits for its events. On the CPU the passes run synchronously: wall clock.
     """
 
     def __init__(self, device: torch.device) -> None:
@@ -107,7 +107,7 @@ class StepTimer:
             return t1 - t0, t2 - t1
         self._pending.append(self._marks)
         if self._last is None:
-            self._pending[-1][-1].synchronize()  # once: nothing has been measured yet
+            self._pending[-1][-1].synchronize()  # nothing has been measured yet
         while self._pending and self._pending[0][-1].query():
             e0, e1, e2 = self._pending.popleft()
             self._last = (e0.elapsed_time(e1) / 1000.0, e1.elapsed_time(e2) / 1000.0)
