@@ -76,7 +76,8 @@ class StepTimer:
 
     On a GPU, CUDA events recorded around the passes are read only once the step's last event has completed
     (`query`, which never blocks): `stop` returns the newest completed step's timings, which may be a step behind.
-    Only the first step (of each epoch: one timer per epoch) waits for its events. On the CPU the passes run synchronously: wall clock.
+    Only the first step (of each epoch: one timer per epoch) waits for its events. On the CPU the passes run
+    synchronously: wall clock.
     """
 
     def __init__(self, device: torch.device) -> None:
