@@ -432,3 +432,29 @@ def test_step_timer_reads_cuda_events_only_once_they_completed(monkeypatch):
     timer.mark()
     assert timer.stop() == (6.0, 1.0)  # everything completed: this step's own timings
     assert not timer._pending
+
+
+def test_deterministic_cli_runs_repeat_bit_for_bit_with_unchanged_checkpoints(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import network
+    from tests.train_util import make_store, tiny_train_argv
+    from train.checkpoint import checkpoint_path, load_checkpoint
+
+    store = make_store(tmp_path / "data", classes=2, videos_per_class=3, frames=12)
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    states = []
+    for run in ("a", "b"):
+        argv = tiny_train_argv(store, tmp_path / run, "--deterministic", "--mixup", "0.4", network="r3d_18")
+        done = subprocess.run([sys.executable, "-m", "train", *argv], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        states.append(load_checkpoint(checkpoint_path(tmp_path / run, "r3d_18", 1))["model"])
+    expected = network.build_model("r3d_18", 2, width_mult=0.125).state_dict()
+    assert list(states[0]) == list(expected)  # the deterministic pooling changed no key
+    for k, v in states[0].items():
+        assert torch.equal(v, states[1][k]), k
