@@ -324,41 +324,47 @@ def test_deterministic_mode_replaces_global_pooling_and_refuses_other_kernels(de
 
 
 # ------------------------------------------------------------------------------------------ DDP, fp16, timing
+def _train_nan_on_one(rank: int, out: str) -> None:
+    torch.manual_seed(0)
+    net = TinyNet()
+    calls = [0]
+
+    def poisoned(module, args, output):
+        calls[0] += 1
+        return output * float("nan") if rank == 1 and calls[0] == 1 else output
+
+    net.register_forward_hook(poisoned)
+    model = nn.parallel.DistributedDataParallel(net)
+    data = MotionClips(8)
+    loader = DataLoader(data, batch_size=4, collate_fn=_collate)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    weights = []
+
+    class Record:
+        def __getattr__(self, name):
+            if name == "on_batch_end":
+                return lambda trainer, batch, logs: weights.append(net.fc.weight.detach().clone())
+            return lambda *a, **k: None
+
+    start = net.fc.weight.detach().clone()
+    figures = Trainer(model, opt, FixedLoader(lambda: loader, data, 4, 8, 16), scheduler=StepLRSchedule(opt, 0.1),
+                      end_epoch=1, num_classes=2, callbacks=Record(), dist_info=DistInfo(rank=rank, world_size=2),
+                      metrics_interval=2).train_epoch(1)
+    torch.save({"start": start, "weights": weights, "nonfinite": figures["nonfinite"]}, f"{out}/rank{rank}.pt")
+
+
 def _rank_nan_on_one(rank: int, port: int, out: str) -> None:
     """One of two gloo ranks; rank 1's first loss is NaN. Both must skip that step together, without hanging."""
     import torch.distributed as dist
 
+    from train.distributed import shutdown
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        torch.manual_seed(0)
-        net = TinyNet()
-        calls = [0]
-
-        def poisoned(module, args, output):
-            calls[0] += 1
-            return output * float("nan") if rank == 1 and calls[0] == 1 else output
-
-        net.register_forward_hook(poisoned)
-        model = nn.parallel.DistributedDataParallel(net)
-        data = MotionClips(8)
-        loader = DataLoader(data, batch_size=4, collate_fn=_collate)
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        weights = []
-
-        class Record:
-            def __getattr__(self, name):
-                if name == "on_batch_end":
-                    return lambda trainer, batch, logs: weights.append(net.fc.weight.detach().clone())
-                return lambda *a, **k: None
-
-        start = net.fc.weight.detach().clone()
-        out_figures = Trainer(model, opt, FixedLoader(lambda: loader, data, 4, 8, 16),
-                              scheduler=StepLRSchedule(opt, 0.1), end_epoch=1, num_classes=2, callbacks=Record(),
-                              dist_info=DistInfo(rank=rank, world_size=2), metrics_interval=2).train_epoch(1)
-        torch.save({"start": start, "weights": weights, "nonfinite": out_figures["nonfinite"]}, f"{out}/rank{rank}.pt")
+        _train_nan_on_one(rank, out)  # returns with DDP and its gloo work objects unreferenced
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 def test_a_nonfinite_loss_on_one_rank_skips_the_step_on_every_rank(tmp_path):
