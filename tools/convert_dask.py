@@ -211,12 +211,27 @@ def run_jobs_dask(jobs: list, address: str, timeout: float = 60.0, videos: str |
                     yield Result(job, "failed", reason="the Dask worker died converting it, on every retry "
                                                        "(decoder crash or killed)")
                 except Exception as e:  # convert_video never raises for a bad video: this is the cluster failing
-                    yield Result(job, "failed", reason=f"Dask task failed ({type(e).__name__}: {e})")
+                    yield _lost(job, f"Dask task failed ({type(e).__name__}: {_first_line(e)})")
                 finally:
                     future.release()
         except (OSError, TimeoutError, RuntimeError) as e:  # the scheduler went away mid-run
-            log.error("dask: the cluster failed with %d video(s) unfinished (%s)", len(pending), e)
+            log.error("dask: the cluster failed with %d video(s) unfinished (%s)", len(pending), _first_line(e))
             for job in pending.values():
-                yield Result(job, "failed", reason=f"the Dask cluster failed before converting it ({e})")
+                yield _lost(job, f"the Dask cluster failed before converting it ({_first_line(e)})")
     finally:
         client.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _lost(job: Any, reason: str) -> Any:
+    """The result of a job whose task the cluster lost: complete on disk (a worker finished it), or failed."""
+    from data.store import N_FRAMES_NAME
+    from tools.convert import Result, is_complete
+
+    if is_complete(job):
+        return Result(job, "skipped", frames=int((Path(job.out_dir) / N_FRAMES_NAME).read_text()))
+    return Result(job, "failed", reason=reason)
