@@ -14,11 +14,14 @@ import pytest
 from data.store import N_FRAMES_NAME, TMP_NAME
 from tests.test_convert_shards import assert_same_roots, finish, outputs, run_local, spawn
 from tests.test_distributed import _free_port
+from tests.test_slurm_scripts import descendants
 from tests.videos_util import make_video
 
 distributed = pytest.importorskip("distributed")  # optional for users; installed by the Makefile so CI runs this
 
-DASK = Path(sys.executable).parent / "dask"
+# The `dask` command of this environment (`python -m dask` is the same program).
+DASK = ([str(Path(sys.executable).parent / "dask")] if (Path(sys.executable).parent / "dask").is_file()
+        else [sys.executable, "-m", "dask"])
 START_TIMEOUT_S = 120
 
 
@@ -29,7 +32,7 @@ def _cluster_env(**extra: str) -> dict[str, str]:
 
 def _start(args: list[str], cwd: Path, log_name: str, **env: str) -> subprocess.Popen:
     log = open(cwd / log_name, "w")  # noqa: SIM115  (kept open by the process until it ends)
-    return subprocess.Popen([str(DASK), *args], cwd=cwd, env=_cluster_env(**env), stdout=log,
+    return subprocess.Popen([*DASK, *args], cwd=cwd, env=_cluster_env(**env), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -87,23 +90,6 @@ def test_the_cli_cluster_converts_a_folder_into_the_root_of_a_local_run(cluster,
     assert_same_roots(single, root)
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
 def _holder_of(path: Path, candidates: set[int]) -> int | None:
     for pid in candidates:
         try:
@@ -131,7 +117,7 @@ def test_a_worker_killed_mid_video_leaves_nothing_complete_and_another_converts_
     deadline = time.monotonic() + START_TIMEOUT_S
     while killed is None and driver.poll() is None and time.monotonic() < deadline:
         if (video_dir / TMP_NAME).exists():
-            pid = _holder_of((video_dir / TMP_NAME).resolve(), _descendants(worker.pid))
+            pid = _holder_of((video_dir / TMP_NAME).resolve(), descendants(worker.pid))
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
                 killed = pid

@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from tests.test_convert_shards import assert_same_roots, run_local
-from tests.test_dask_cluster import _descendants
 from tests.test_distributed import _free_port
 from tests.train_util import make_store, tiny_train_argv
 from tests.videos_util import make_video
@@ -71,6 +70,24 @@ def _env(slurm_bin: Path, log: Path, **slurm: str) -> dict[str, str]:
             **slurm}
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (children, grandchildren, ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
 def _bash(script: str, args: list[str], env: dict[str, str], cwd: Path, sig: int | None = None,
           after: str = "") -> tuple[int, str]:
     """Run `bash SCRIPT ARGS`; with `sig`, send it to the job step's processes once a line contains `after`."""
@@ -84,7 +101,7 @@ def _bash(script: str, args: list[str], env: dict[str, str], cwd: Path, sig: int
             lines.append(line)
             if sig is not None and after in line and not sent.is_set():
                 sent.set()
-                for pid in _descendants(proc.pid):  # what srun started: not the batch shell, not srun
+                for pid in descendants(proc.pid):  # what srun started: not the batch shell, not srun
                     try:
                         if Path(f"/proc/{pid}/comm").read_text().strip() not in ("bash", "srun"):
                             os.kill(pid, sig)
@@ -96,7 +113,7 @@ def _bash(script: str, args: list[str], env: dict[str, str], cwd: Path, sig: int
     try:
         proc.wait(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        for pid in _descendants(proc.pid):
+        for pid in descendants(proc.pid):
             os.kill(pid, signal.SIGKILL)
         proc.kill()
         pytest.fail(f"{script} did not finish in {TIMEOUT_S} s:\n" + "".join(lines[-30:]))

@@ -114,8 +114,8 @@ def _worker_functions(zip_name: str, packages: list[str]) -> tuple[Callable[...,
             import av  # noqa: F401  (the decoder, imported by the conversion only when it runs)
             import cv2  # noqa: F401
         except ImportError as e:
-            return f"cannot import the conversion ({e}): install this project's requirements.txt in the workers' " \
-                   "environment (the same Python environment as the driver's)"
+            return (f"cannot import the conversion ({e}): install this project's requirements.txt in the workers' "
+                    "environment (the same Python environment as the driver's)")
         if not os.path.isdir(videos):
             return f"does not see {videos}: the workers need VIDEOS and ROOT at the same paths (a shared filesystem)"
         try:
