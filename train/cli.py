@@ -136,8 +136,7 @@ def train(setup: Setup) -> TrainResult:
         n_params = sum(p.numel() for p in setup.model.parameters())
         log.info("training %s (%.2fM parameters) on %s (%d threads), %d classes, epochs %d..%d, precision %s%s",
                  args.network, n_params / 1e6, setup.dist.device, torch.get_num_threads(), len(setup.classes),
-                 setup.trainer.start_epoch,
-                 setup.trainer.end_epoch, args.precision,
+                 setup.trainer.start_epoch, setup.trainer.end_epoch, args.precision,
                  f", {setup.dist.world_size} processes" if setup.dist.distributed else "")
         log.info("optimizer %s, lr %g (weight decay %g), batch %d per process%s", args.optimizer, args.lr_base,
                  args.weight_decay, args.batch_size, f", momentum {args.momentum}" if args.optimizer == "sgd" else "")

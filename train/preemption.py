@@ -42,7 +42,7 @@ EXIT_CODE_FILE = "exit_code"
 
 
 def record_exit_code(model_dir: str | os.PathLike, code: int) -> None:
-    """Write `code` to `<model_dir>/exit_code` (atomically; a folder that cannot take it is skipped quietly)."""
+    """Write `code` to `<model_dir>/exit_code` atomically (a folder that cannot take it gets a warning, no error)."""
     try:
         with atomic_write(Path(model_dir) / EXIT_CODE_FILE, "w", encoding="utf-8") as f:
             f.write(f"{int(code)}\n")

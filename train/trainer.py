@@ -15,7 +15,9 @@ Preemption: given a `preemption` flag (`train.preemption.PreemptionHandler`), th
 optimizer step on every rank; on a signal it hands a mid-epoch state to the callbacks' `on_interrupt` (the
 checkpointer writes it) and raises `TrainingInterrupted`. Resuming such a state replays the interrupted epoch's
 first batches through the loader without training on them (so every data draw, in the main process or in the
-workers, is the one an uninterrupted run makes), then restores the RNG states saved at the interruption.
+workers, is the one an uninterrupted run makes), then restores the RNG states saved at the interruption (every
+rank its own: the checkpoint holds all of them, and a resume with another number of processes says it is not exact).
+No rank leaves the interruption before rank 0's checkpoint is written.
 
 Recipe options: `grad_accum` micro-batches per optimizer step (the lr follows the step, not the micro-batch),
 `mixer` (`train.mixing.ClipMixer`, soft targets) and `ema` (`train.ema.ModelEMA`, updated after every step,
