@@ -7,12 +7,12 @@ results as they finish and writes the index, labels and failure report like a lo
 identical, database for database, to a single-machine conversion.
 
 The workers need nothing of this project beforehand: the driver ships its code with Dask's own means. The
-packages the conversion imports are zipped (named by a hash of their content) and registered with
-`Client.upload_file` (a worker plugin, so workers that join later, or replace a dead one, receive it too). Tasks
-carry plain data only (a dict per video, a tuple back) and a function defined inside `_worker_functions`, which
-cloudpickle sends by value: the scheduler, which unpickles the task graph, never imports the project either. On
-the worker the function puts the zip first on `sys.path` and imports the converter from it (dropping modules of
-the same names that another version of the zip loaded before). The project is not pip-installed on the cluster:
+packages the conversion imports are zipped (named by a hash of their content) and sent with Dask's `UploadFile`
+worker plugin, as `Client.upload_file` does (workers that join later, or replace a dead one, receive it too; the
+plugin is removed when the run ends). Tasks carry plain data only (a dict per video, a tuple back) and a function
+defined inside `_worker_functions`, which cloudpickle sends by value: the scheduler, which unpickles the task
+graph, never imports the project either. On the worker the function puts the zip first on `sys.path` and imports
+the converter from it (dropping modules of the same names that another version of the zip loaded before). The project is not pip-installed on the cluster:
 its top-level packages are named `data`, `network`, `train` and `tools`, names that other distributions use too,
 and installing them into a shared environment would shadow (or be shadowed by) those. Inside a worker they do
 take those names while it converts: run the conversion on workers of its own (the commands in docs/cluster.md).
@@ -26,6 +26,7 @@ videos as failed. ``distributed`` is optional: ``pip install -r requirements-das
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -182,15 +183,20 @@ def run_jobs_dask(jobs: list, address: str, timeout: float = 60.0, videos: str |
     from tools.convert import Result
 
     client = _connect(address, timeout)
+    plugin = None
     try:
         from distributed import as_completed
+        from distributed.diagnostics.plugin import UploadFile
         from distributed.scheduler import KilledWorker
 
         with tempfile.TemporaryDirectory(prefix="videotrain-dask-") as tmp:
             archive, packages = code_archive(Path(tmp))
             check, convert = _worker_functions(archive.name, packages)
             try:
-                client.upload_file(str(archive), load=False)
+                # What `Client.upload_file` does for the workers, under a name of our own: removed at the end, so
+                # a long-lived cluster does not send every past version to each worker that joins.
+                client.register_plugin(UploadFile(str(archive), load=False), name=archive.stem)
+                plugin = archive.stem
             except Exception as e:  # the cluster's own error types vary: the message says what happened
                 raise RuntimeError(f"--dask {address}: cannot upload the project's code ({e})") from None
         _check_workers(client, address, check, str(videos), str(root))
@@ -219,6 +225,9 @@ def run_jobs_dask(jobs: list, address: str, timeout: float = 60.0, videos: str |
             for job in pending.values():
                 yield _lost(job, f"the Dask cluster failed before converting it ({_first_line(e)})")
     finally:
+        if plugin is not None:
+            with contextlib.suppress(Exception):  # a cluster that is gone has nothing left to clean
+                client.unregister_worker_plugin(plugin)
         client.close()
 
 
