@@ -108,7 +108,7 @@ def _holder_of(path: Path, candidates: set[int]) -> int | None:
 def test_a_worker_killed_mid_video_leaves_nothing_complete_and_another_converts_it(cluster, tmp_path):
     address, worker, _ = cluster
     src = tmp_path / "videos"
-    make_video(src / "walk" / "long.mp4", n_frames=400, height=96, width=128)
+    make_video(src / "walk" / "long.mp4", n_frames=1200, height=96, width=128)
     make_video(src / "walk" / "short.mp4", n_frames=6, height=16, width=24)
     root = tmp_path / "dask"
     video_dir = root / "jpg" / "walk" / "long"

@@ -195,7 +195,7 @@ def test_the_torchrun_script_on_two_nodes_requeues_on_sigterm_and_resumes_exactl
                    RDZV_PORT=str(_free_port()), SLURM_JOB_ID=f"77{len(runs)}")
         runs[name] = env
         rc, out = _bash("train_torchrun.sbatch", [str(tmp_path / name), *train], env, tmp_path, sig,
-                        "Epoch [1] Batch [2/")
+                        "Epoch [1] Batch [1/")
         if sig is None:
             assert rc == 0 and not log.exists(), out[-3000:]
     assert rc == EXIT_PREEMPTED and log.read_text() == "requeue 771\n", out[-3000:]
