@@ -173,20 +173,6 @@ def test_failed_reconversion_drops_the_stale_video_from_the_labels(tmp_path):
     assert not (root / "jpg" / "walk" / "b" / "n_frames").exists()
 
 
-def test_dask_local_cluster_of_two_processes_equals_a_local_run(videos, tmp_path):
-    import distributed  # optional for users, installed by the Makefile (requirements-dask.txt) so CI runs this
-    single = tmp_path / "single"
-    run_local(videos, single)
-    root = tmp_path / "dask"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  worker_dashboard_address=None) as cluster:
-        code, out = finish(spawn(videos, root, "--dask", cluster.scheduler_address))
-        assert len(cluster.scheduler_info["workers"]) == 2
-    assert code == 1, out[-2000:]
-    assert "dask: 8 video(s)" in out
-    assert_same_roots(single, root)
-
-
 def test_dask_unreachable_scheduler_is_one_clear_line(videos, tmp_path):
     code, out = finish(spawn(videos, tmp_path / "root", "--dask", "tcp://127.0.0.1:9", "--dask-timeout", "2"))
     assert code == 2 and "cannot reach the Dask scheduler" in out and "Traceback" not in out

@@ -253,3 +253,34 @@ def test_mid_epoch_resume_inside_a_multigrid_schedule_equals_the_uninterrupted_r
     b = load_checkpoint(checkpoint_path(parts_dir, "mict_resnet18", 4))["model"]
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_a_mid_epoch_state_gives_each_rank_its_own_random_state_and_warns_when_the_world_size_changed(caplog):
+    from tests.train_util import TinyNet
+    from train.checkpoint import capture_rng_state
+    from train.distributed import DistInfo
+    from train.lr_schedule import StepLRSchedule
+    from train.trainer import Trainer
+
+    def trainer(rank: int, world_size: int) -> Trainer:
+        model = TinyNet()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        return Trainer(model, optimizer, lambda epoch: ([], None), scheduler=StepLRSchedule(optimizer, 0.1),
+                       end_epoch=2, dist_info=DistInfo(rank=rank, world_size=world_size))
+
+    states = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        states.append({"rng": capture_rng_state(), "mixer": {"generator": torch.tensor([seed])}})
+    state = trainer(0, 1).state_dict()
+    state["mid_epoch"] = {"epoch": 2, "batches_done": 3, "sums": torch.zeros(4), "rng": states[0]["rng"],
+                          "mixer": states[0]["mixer"], "world_size": 2, "ranks": states}
+    for rank in (0, 1):
+        t = trainer(rank, 2)
+        t.load_state_dict(state)
+        assert torch.equal(t._mid_epoch["rng"]["torch"], states[rank]["rng"]["torch"])
+        assert torch.equal(t._mid_epoch["mixer"]["generator"], torch.tensor([rank + 1]))
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        trainer(0, 1).load_state_dict(state)
+    assert "written by 2 process(es) and this run has 1" in caplog.text

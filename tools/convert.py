@@ -210,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.root.exists() and not args.root.is_dir():
         die(f"{args.root}: exists and is not a folder (the dataset root must be a folder)")
     try:
-        args.root.mkdir(parents=True, exist_ok=True)
+        # jpg/ up front: a run in which every video failed (a failing cluster too) still ends with its report.
+        (args.root / "jpg").mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=args.root, prefix=".write-test-"):
             pass
     except OSError as e:
@@ -224,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tools.ingest.dask_cluster import run_jobs_dask  # distributed is optional
 
         try:
-            results = run_jobs_dask(jobs, args.dask, timeout=args.dask_timeout)
+            results = run_jobs_dask(jobs, args.dask, timeout=args.dask_timeout, videos=args.videos, root=args.root)
             first_result = [next(results)] if jobs else []
         except RuntimeError as e:
             die(str(e))

@@ -157,6 +157,10 @@ def build_parser(defaults: dict[str, Any] | None = None,
                    help="fp16: autocast + GradScaler (CUDA); bf16: autocast bfloat16 (CPU or CUDA)")
     r.add_argument("--random-seed", type=int, default=0, help="seed of every random draw (a run is reproducible)")
     r.add_argument("--deterministic", action="store_true", help="deterministic algorithms only (slower on GPU)")
+    r.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads per process (torch.set_num_threads); default: a resumed run's recorded count, "
+                        "else the environment's (OMP_NUM_THREADS). CPU results depend on it: give the same value "
+                        "to get the same weights from different layouts (1 node x 2 processes, 2 nodes x 1)")
     r.add_argument("--max-nonfinite", type=positive_int, default=5,
                    help="stop after this many NaN/inf losses in a row (each is skipped, never trained on)")
     r.add_argument("--val-frequency", type=positive_int, default=1, help="validate every N epochs (and last)")

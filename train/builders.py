@@ -40,7 +40,7 @@ from train.size_checks import check_clip_fits
 from train.temporal_gates import temporal_gates_callbacks
 from train.trainer import LoaderFactory, Trainer, seed_everything
 
-__all__ = ["Setup", "Datasets", "prepare", "build_datasets", "build_run_model", "build_multigrid",
+__all__ = ["RunComplete", "Setup", "Datasets", "prepare", "build_datasets", "build_run_model", "build_multigrid",
            "build_optimizer", "build_train_loaders", "build_precise_bn", "build_val_loader", "build_callbacks",
            "resume_path"]
 
@@ -86,6 +86,7 @@ def resume_path(args: argparse.Namespace) -> Path | None:
     `--resume auto` is resolved here, once: to the newest complete checkpoint in --model-dir, or to a fresh run.
     """
     if args.resume is not None and str(args.resume) == "auto":
+        args.resume_auto = True  # a finished run is then "already complete", not an error
         found = find_resume_checkpoint(args.model_dir, args.network)
         if found is None:
             log.info("--resume auto: no complete %s checkpoint in %s, starting from epoch 1", args.network,
@@ -266,10 +267,28 @@ def build_val_loader(args: argparse.Namespace, data: Datasets, dist_info: DistIn
     return build_loader(data.val, args.batch_size, train=False, workers=args.workers, seed=args.random_seed)
 
 
+def set_threads(args: argparse.Namespace, resume: dict[str, Any] | None, is_main: bool) -> int:
+    """Set torch's intra-op thread count: `--threads`, else a resumed run's recorded count, else the environment's.
+
+    CPU kernels split their sums by thread, so the count changes the last bits of every result: a resumed run
+    keeps the count it was trained with (a requeue may land on a node with other defaults), and runs compared
+    across layouts must be given the same `--threads`.
+    """
+    recorded = (resume or {}).get("threads")
+    threads = args.threads or recorded
+    if threads:
+        torch.set_num_threads(int(threads))
+    if is_main and args.threads and recorded and int(recorded) != args.threads:
+        log.warning("--threads %d: the checkpoint was trained with %d threads per process; the continuation is "
+                    "valid but not bit-identical to an uninterrupted run", args.threads, int(recorded))
+    return torch.get_num_threads()
+
+
 def checkpoint_meta(args: argparse.Namespace, data: Datasets) -> dict[str, Any]:
     """What every checkpoint of the run records besides the training state: model, classes, preprocessing."""
     return {
         "format": "videotrain-ckpt-1", "network": args.network, "num_classes": len(data.classes),
+        "threads": torch.get_num_threads(),
         "classes": data.classes, "model_kwargs": _model_kwargs(args), "args": _args_for_checkpoint(args),
         "preprocess": {"clip_length": args.clip_length, "crop_size": args.clip_size,
                        "resize_short": data.resize_short, "frame_interval": args.val_frame_interval,
@@ -324,7 +343,15 @@ def _check_same_shape_args(ckpt: dict[str, Any], args: argparse.Namespace, path:
                                   f"asks for {key}={asked.get(key, 'default')}: give the same {flag} to resume it")
 
 
-def _restore(trainer: Trainer, ckpt: dict[str, Any], path: Path, end_epoch: int) -> None:
+class RunComplete(Exception):
+    """`--resume auto` found the run finished: nothing to train (the CLI says so and exits 0)."""
+
+
+def _restore(trainer: Trainer, ckpt: dict[str, Any], path: Path, end_epoch: int, auto: bool = False) -> None:
+    if auto and int(ckpt["epoch"]) >= end_epoch and not ckpt.get("mid_epoch"):
+        # A requeued job whose previous attempt finished (e.g. signalled during its last validation).
+        raise RunComplete(f"{path}: the run is already complete (epoch {int(ckpt['epoch'])} of --end-epoch "
+                          f"{end_epoch}); nothing to do")
     try:
         trainer.load_state_dict(ckpt)
     except (RuntimeError, KeyError) as e:
@@ -361,6 +388,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
 
     data = build_datasets(args)
     resumed_from, resume = _load_resume(args, len(data.classes), data.classes)
+    set_threads(args, resume, dist_info.is_main)
     model = build_run_model(args, len(data.classes), resume)
     multigrid = build_multigrid(args, getattr(model, "min_frames", 1), dist_info.is_main)
     end_epoch, lr_steps = args.end_epoch, list(args.lr_steps)
@@ -403,7 +431,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
                       grad_accum=args.grad_accum, preemption=build_preemption(args),
                       metrics_interval=args.log_interval, input_transform=NormalizeBatch(MEAN, STD))
     if resume is not None:
-        _restore(trainer, resume, resumed_from, end_epoch)
+        _restore(trainer, resume, resumed_from, end_epoch, auto=getattr(args, "resume_auto", False))
     elif dist_info.is_main and list_checkpoints(args.model_dir, args.network):
         log.warning("%s already holds %s checkpoints: a new run from epoch 1 replaces them as it goes (use "
                     "--resume-epoch to continue instead)", args.model_dir, args.network)

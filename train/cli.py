@@ -10,7 +10,9 @@ are in `train.arguments`, the set-up of a run in `train.builders`.
 Every input is checked before anything is written: a bad dataset, checkpoint, model directory or `--gpus` ends
 with a one-line `error: ...` and exit code 2; a run that fails while training (NaN loss) exits with 1.
 On the preemption signal (`--preempt-signal`, SIGTERM by default) the run saves a mid-epoch checkpoint and exits
-with 75 (`train.preemption.EXIT_PREEMPTED`); on Ctrl-C likewise with 130. `--resume auto` continues it.
+with 75 (`train.preemption.EXIT_PREEMPTED`); on Ctrl-C likewise with 130. `--resume auto` continues it, and on a
+finished run says "already complete" and exits 0. Rank 0 also leaves its exit code in `<model-dir>/exit_code`,
+since `torchrun` exits 1 whatever its processes returned.
 """
 from __future__ import annotations
 
@@ -27,8 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+import torch
+
 from train.arguments import build_parser, parse_args
-from train.builders import Setup, prepare, resume_path
+from train.builders import RunComplete, Setup, prepare, resume_path
 from train.checkpoint import CheckpointWriteError, best_checkpoint_path, load_checkpoint
 from train.console import die, setup_logging
 from train.determinism import enable_deterministic
@@ -42,7 +46,7 @@ from train.distributed import (
     torchrun_command,
 )
 from train.precision import NonFiniteLossError
-from train.preemption import TrainingInterrupted
+from train.preemption import EXIT_CODE_FILE, TrainingInterrupted, record_exit_code
 from train.pretrained import TORCHVISION_VIDEO_MODELS, missing_weights_message
 
 __all__ = ["main", "run", "train", "parse_args", "build_parser", "prepare", "TrainResult", "plain_log_files"]
@@ -107,11 +111,18 @@ def _fail_start(message: str, code: int = 2) -> NoReturn:
     die(message, code)
 
 
-def _fail_run(message: str, code: int, dist_info: DistInfo | None) -> NoReturn:
+def _fail_run(message: str, code: int, dist_info: DistInfo | None, model_dir: Path | None = None) -> NoReturn:
     """`die` for errors while training: every rank that hits one says so, naming itself when not rank 0."""
     if dist_info is not None and dist_info.distributed and not dist_info.is_main:
         message = f"rank {dist_info.rank}: {message}"
+    _record(model_dir, dist_info, code)
     die(message, code)
+
+
+def _record(model_dir: Path | None, dist_info: DistInfo | None, code: int) -> None:
+    """Rank 0 leaves its exit code in the model folder (`torchrun` hides it from a requeue script)."""
+    if model_dir is not None and (dist_info is None or dist_info.is_main) and model_dir.is_dir():
+        record_exit_code(model_dir, code)
 
 
 def run(args: argparse.Namespace, dist_info: DistInfo | None = None) -> TrainResult:
@@ -124,9 +135,9 @@ def train(setup: Setup) -> TrainResult:
     args = setup.args
     if setup.dist.is_main:
         n_params = sum(p.numel() for p in setup.model.parameters())
-        log.info("training %s (%.2fM parameters) on %s, %d classes, epochs %d..%d, precision %s%s",
-                 args.network, n_params / 1e6, setup.dist.device, len(setup.classes), setup.trainer.start_epoch,
-                 setup.trainer.end_epoch, args.precision,
+        log.info("training %s (%.2fM parameters) on %s (%d threads), %d classes, epochs %d..%d, precision %s%s",
+                 args.network, n_params / 1e6, setup.dist.device, torch.get_num_threads(), len(setup.classes),
+                 setup.trainer.start_epoch, setup.trainer.end_epoch, args.precision,
                  f", {setup.dist.world_size} processes" if setup.dist.distributed else "")
         log.info("optimizer %s, lr %g (weight decay %g), batch %d per process%s", args.optimizer, args.lr_base,
                  args.weight_decay, args.batch_size, f", momentum {args.momentum}" if args.optimizer == "sgd" else "")
@@ -203,8 +214,11 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
     dist_info = None
     setup = None
     finished = False
+    model_dir = Path(args.model_dir)
     try:
         dist_info = init_distributed(args.gpus)
+        if dist_info.is_main:  # the code of an earlier attempt must not speak for this one
+            (model_dir / EXIT_CODE_FILE).unlink(missing_ok=True)
         level = "INFO" if dist_info.is_main else "WARNING"
         setup_logging(level)
         # Hold the set-up's log records until it succeeded: a run rejected for bad input leaves no log file.
@@ -224,20 +238,29 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
                         handler.handle(record)
         train(setup)
         finished = True
+        _record(model_dir, dist_info, 0)
+    except RunComplete as e:
+        finished = True
+        _record(model_dir, dist_info, 0)
+        if dist_info is None or dist_info.is_main:
+            print(str(e), file=sys.stderr, flush=True)
+        return 0
     except (NonFiniteLossError, CheckpointWriteError) as e:
-        _fail_run(str(e), 1, dist_info)
+        _fail_run(str(e), 1, dist_info, model_dir)
     except TrainingInterrupted as e:
         where = f"saved {e.checkpoint}" if e.checkpoint else "checkpoint written by rank 0"
         print(f"{e.signal_name}: stopped at epoch {e.epoch} after batch {e.batch}, {where}; resume with the same "
               f"command and --resume auto", file=sys.stderr, flush=True)
+        _record(model_dir, dist_info, e.exit_code)
         return e.exit_code
     except KeyboardInterrupt:
+        _record(model_dir, dist_info, 130)
         die("interrupted before a checkpoint could be written; rerun with --resume auto to continue from the "
             "newest checkpoint", code=130)
     except (ValueError, OSError) as e:
         if setup is None:
             _fail_start(str(e))
-        _fail_run(str(e), 2, dist_info)
+        _fail_run(str(e), 2, dist_info, model_dir)
     finally:
         # The model (DDP) and loaders hold the process group: release them before the group goes away.
         setup = None

@@ -169,6 +169,15 @@ def all_ranks_true(flag: bool, info: DistInfo) -> bool:
     return float(all_reduce_sum(t, info).item()) == 0.0
 
 
+def all_gather_objects(obj: object, info: DistInfo) -> list[object]:
+    """Every rank's picklable `obj`, in rank order, on every rank (`[obj]` for a single process)."""
+    if not info.distributed:
+        return [obj]
+    gathered: list[object] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def broadcast_buffers(model: torch.nn.Module, info: DistInfo, src: int = 0) -> None:
     """Copy rank `src`'s buffers (e.g. BN running statistics) to every rank, in place."""
     if not info.distributed:

@@ -3,8 +3,9 @@
 Cluster schedulers warn a job before they kill it (SLURM: `#SBATCH --signal=B:TERM@120` or `--signal=USR1@120`).
 `PreemptionHandler` turns the chosen signal (and SIGINT) into a flag; the trainer reads it after every optimizer
 step, all ranks agree on it (`should_stop`), rank 0 writes a mid-epoch checkpoint and the process exits with
-`EXIT_PREEMPTED`, which a requeue script tests for. A second Ctrl-C while the step is finishing aborts at once
-(KeyboardInterrupt, exit `EXIT_INTERRUPTED` without a new checkpoint).
+`EXIT_PREEMPTED`, which a requeue script tests for (under `torchrun`, in `<model-dir>/exit_code`). A second
+Ctrl-C while the step is finishing aborts at once (KeyboardInterrupt, exit `EXIT_INTERRUPTED` without a new
+checkpoint).
 
 DataLoader workers ignore these signals (`data.loader.worker_init_fn`): the main process decides when to stop, and
 a worker killed by SIGTERM would abort the step that is being finished.
@@ -12,17 +13,20 @@ a worker killed by SIGTERM would abort the step that is being finished.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import types
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from data.atomic import atomic_write
 from train.distributed import DistInfo, all_reduce_max
 
-__all__ = ["EXIT_PREEMPTED", "EXIT_INTERRUPTED", "PREEMPT_SIGNALS", "PreemptionHandler", "TrainingInterrupted",
-           "parse_signal"]
+__all__ = ["EXIT_CODE_FILE", "EXIT_PREEMPTED", "EXIT_INTERRUPTED", "PREEMPT_SIGNALS", "PreemptionHandler",
+           "TrainingInterrupted", "parse_signal", "record_exit_code"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,19 @@ EXIT_PREEMPTED = 75
 # 128 + SIGINT, what shells report for a job stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
 PREEMPT_SIGNALS = ("TERM", "USR1", "USR2", "INT", "NONE")
+# `<model-dir>/exit_code`: the code rank 0 of the last run ended with. `torchrun` exits 1 whatever its processes
+# returned (it reports a child's 75 as a failure, and a launcher that got SIGTERM as one too), so a requeue script
+# under torchrun reads this file instead of the launcher's exit code.
+EXIT_CODE_FILE = "exit_code"
+
+
+def record_exit_code(model_dir: str | os.PathLike, code: int) -> None:
+    """Write `code` to `<model_dir>/exit_code` atomically (a folder that cannot take it gets a warning, no error)."""
+    try:
+        with atomic_write(Path(model_dir) / EXIT_CODE_FILE, "w", encoding="utf-8") as f:
+            f.write(f"{int(code)}\n")
+    except OSError as e:
+        log.warning("cannot record the exit code in %s (%s)", model_dir, e.strerror or e)
 
 
 def parse_signal(name: str) -> signal.Signals | None:

@@ -15,7 +15,9 @@ Preemption: given a `preemption` flag (`train.preemption.PreemptionHandler`), th
 optimizer step on every rank; on a signal it hands a mid-epoch state to the callbacks' `on_interrupt` (the
 checkpointer writes it) and raises `TrainingInterrupted`. Resuming such a state replays the interrupted epoch's
 first batches through the loader without training on them (so every data draw, in the main process or in the
-workers, is the one an uninterrupted run makes), then restores the RNG states saved at the interruption.
+workers, is the one an uninterrupted run makes), then restores the RNG states saved at the interruption (every
+rank its own: the checkpoint holds all of them, and a resume with another number of processes says it is not exact).
+No rank leaves the interruption before rank 0's checkpoint is written.
 
 Host-device synchronisation: the loop reads nothing back from the device per batch except, once per optimizer
 step, whether the gradients are finite (`Precision.step`). Loss and accuracy stay on the device and are read
@@ -44,7 +46,14 @@ from torch import nn
 
 from data.views import flatten_views
 from train.checkpoint import capture_rng_state, model_state_dict, restore_rng_state, unwrap_model
-from train.distributed import DistInfo, all_reduce_max, all_reduce_sum, broadcast_buffers
+from train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_ranks_true,
+    all_reduce_max,
+    all_reduce_sum,
+    broadcast_buffers,
+)
 from train.loaders import EpochInfo
 from train.lr_schedule import StepLRSchedule
 from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
@@ -385,13 +394,24 @@ class Trainer:
         name = self.preemption.signal_name or "signal"
         state = self.state_dict()
         state["epoch"] = epoch - 1  # completed epochs; `mid_epoch` says how far into the next one
-        # Every rank is here (the stop is agreed), so the epoch's running sums can be reduced for the file.
+        # Every rank is here (the stop is agreed), so the epoch's running sums can be reduced for the file, and
+        # every rank's own random state gathered: each rank draws its augmentation, dropout and mixing from its
+        # own generators (seeded by rank), so a resume that gave every rank rank 0's state would draw differently.
+        ranks = all_gather_objects({"rng": capture_rng_state(),
+                                    "mixer": self.mixer.state_dict() if self.mixer is not None else {}}, self.dist)
         state["mid_epoch"] = {"epoch": epoch, "batches_done": batches_done,
                               "sums": all_reduce_sum(sums.as_tensor(), self.dist),
-                              "rng": capture_rng_state(),
-                              "mixer": self.mixer.state_dict() if self.mixer is not None else {}}
+                              "rng": ranks[0]["rng"], "mixer": ranks[0]["mixer"],
+                              "world_size": self.dist.world_size, "ranks": ranks}
         logs: dict[str, Any] = {"epoch": epoch, "batch": batches_done, "state": state, "signal": name}
-        self.callbacks.on_interrupt(self, logs)
+        saved = False
+        try:
+            self.callbacks.on_interrupt(self, logs)
+            saved = True
+        finally:
+            # No rank leaves before rank 0's checkpoint is on disk: a launcher that sees one process end may
+            # stop the others, rank 0 in the middle of its save.
+            all_ranks_true(saved, self.dist)
         raise TrainingInterrupted(name, epoch, batches_done, logs.get("checkpoint"))
 
     @staticmethod
@@ -430,6 +450,22 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         mid = state.get("mid_epoch")
         if mid:
-            self._mid_epoch = dict(mid)
+            self._mid_epoch = self._own_mid_epoch_state(dict(mid))
             self.start_epoch = int(mid["epoch"])
         self.epoch = self.start_epoch
+
+    def _own_mid_epoch_state(self, mid: dict[str, Any]) -> dict[str, Any]:
+        """The mid-epoch state with this rank's own random state (saved per rank) in `rng` and `mixer`."""
+        ranks = mid.get("ranks")
+        saved_world = int(mid.get("world_size", 1 if ranks is None else len(ranks)))
+        if ranks is not None and saved_world == self.dist.world_size:
+            mid.update(rng=ranks[self.dist.rank]["rng"], mixer=ranks[self.dist.rank]["mixer"])
+            return mid
+        if self.dist.is_main and (saved_world != self.dist.world_size or self.dist.distributed):
+            why = (f"was written by {saved_world} process(es) and this run has {self.dist.world_size}"
+                   if saved_world != self.dist.world_size else "holds rank 0's random state only")
+            log.warning("the mid-epoch checkpoint %s: the rest of epoch %d is not what an uninterrupted run "
+                        "would train (other data shards and random draws; the weights stay valid), and later "
+                        "epochs differ as a consequence. Resume with the same number of processes for an exact "
+                        "continuation", why, int(mid["epoch"]))
+        return mid
