@@ -28,6 +28,7 @@ from train.auto_resume import find_resume_checkpoint
 from train.callbacks import Callback, CallbackList, Checkpointer, CSVHistory, MetricPrinter, PlotCurves, SpeedMonitor
 from train.checkpoint import CheckpointError, check_same_model, checkpoint_path, list_checkpoints, load_checkpoint
 from train.distributed import DistInfo, ShardSampler, select_device
+from train.fast_paths import compile_model, configure_model, wrap_input
 from train.loaders import FixedLoader, MultigridLoaders
 from train.lr_schedule import StepLRSchedule
 from train.multigrid import MultigridSchedule
@@ -352,6 +353,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     model.to(device)
     if args.precision != "fp32":
         keep_batchnorm_fp32(model)
+    configure_model(model, args)
     precision = Precision(args.precision, device)
     optimizer = build_optimizer(_param_groups(model, args), args)
     scheduler = StepLRSchedule(optimizer, args.lr_base, lr_steps, args.lr_factor, args.warmup_epochs)
@@ -360,10 +362,11 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     val_loader = build_val_loader(args, data, dist_info)
     model = build_sync_bn(model, args, dist_info)
     ema = build_ema(model, args)
-    ddp_model: nn.Module = model
+    ddp_model: nn.Module = wrap_input(model, args)
     if dist_info.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+        ddp_model = nn.parallel.DistributedDataParallel(ddp_model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
+    ddp_model = compile_model(ddp_model, args)
     callbacks, checkpointer, history = build_callbacks(args, checkpoint_meta(args, data), model, resume, dist_info,
                                                        extra_callbacks)
     trainer = Trainer(ddp_model, optimizer, train_loaders, scheduler=scheduler, end_epoch=end_epoch,
