@@ -52,7 +52,6 @@ def check_fast_path_args(args: argparse.Namespace) -> None:
 
 def configure_model(model: nn.Module, args: argparse.Namespace) -> nn.Module:
     """Apply `--channels-last` (weights) and `--activation-checkpointing` to the plain model, in place."""
-    check_fast_path_args(args)
     if getattr(args, "activation_checkpointing", False):
         try:
             set_activation_checkpointing(model)
