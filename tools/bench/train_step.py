@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from data.atomic import atomic_write_text
+from data.loader import shutdown_workers
 from train.arguments import parse_args as parse_train_args
 from train.builders import prepare
 from train.callbacks import Callback
@@ -333,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(bench_network(name, args, store, device, Path(runs)))
             except ValueError as e:
                 die(f"{name}: {e}")
+            finally:
+                shutdown_workers()  # this network's persistent loader workers: the next one starts its own
     report = {
         "command": "python -m tools.bench.train_step " + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": machine_info(device), "load_average": os.getloadavg()[0],
