@@ -30,7 +30,9 @@ def test_device_check_runs_every_section_on_the_cpu(tmp_path):
     assert report["store"]["ok"]
     assert len(report["multigrid"]["epoch_seconds"]) == 8 and len(report["multigrid"]["batch_shapes"]) >= 4
     assert report["resume"]["equal"], report["resume"]
-    assert [r["network"] for r in report["bench"]["results"]] == ["r3d_18", "r2plus1d_18", "mict_resnet18"]
+    for bench in ("bench", "bench_channels_last"):
+        assert [r["network"] for r in report[bench]["results"]] == ["r3d_18", "r2plus1d_18", "mict_resnet18"]
+    assert report["bench_channels_last"]["config"]["channels_last"]
     assert report["failed"] in ([], ["steps"]) and not report["skipped"], text  # steps: bf16 on the CPU only
     assert proc.returncode == (1 if report["failed"] else 0)
     for section in ("env:", "steps:", "ddp:", "store:", "multigrid:", "resume:", "bench:", "done in"):

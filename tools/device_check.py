@@ -16,8 +16,8 @@ Prints a compact report, section by section, and writes it to `--out` (`device_c
   autotuning on: seconds per epoch;
 - resume: a run killed (SIGKILL) after its first checkpoint and resumed with `--resume auto`, against the same run
   uninterrupted (`--deterministic`): the final weights' largest difference;
-- bench: `tools.bench.train_step` for r3d_18 / r2plus1d_18 / mict_resnet18 at batch 32, compute-only against
-  end-to-end with 12 loader workers.
+- bench: `tools.bench.train_step` for r3d_18 / r2plus1d_18 / mict_resnet18 at batch 32 in fp16, compute-only
+  against end-to-end with 12 loader workers; bench_channels_last: the same with `--channels-last`, if time is left.
 
 Every section runs in its own process under a time limit, and the whole run under `--budget` seconds: a section
 that cannot run (a package missing, no GPU, a failure) is reported as such and the next one goes on. Exit status 0
@@ -341,7 +341,7 @@ def section_ddp(report: Report, args: argparse.Namespace, timeout: float) -> boo
     report.data["ddp"] = d
     report.say(f"ddp: torchrun world size {d['world_size']}, {d['backend']}, {d['precision']}: losses "
                + " ".join(f"{v:.3f}" for v in d["losses"]) + f"; DDP gradients vs the bare model: max diff "
-               f"{d['grad_diff_vs_bare']:.1e}{'' if d['ok'] else '  NOT OK'}")
+               f"{d['grad_diff_vs_bare']:.1e} (relative){'' if d['ok'] else '  NOT OK'}")
     return bool(d["ok"])
 
 
@@ -441,15 +441,16 @@ def section_resume(report: Report, args: argparse.Namespace, store: Path, timeou
     return equal
 
 
-def section_bench(report: Report, args: argparse.Namespace, timeout: float) -> bool:
+def section_bench(report: Report, args: argparse.Namespace, timeout: float, *options: str) -> bool:
     profile = TINY if args.tiny else FULL
-    out = Path(args.work) / "bench.json"
+    name = "bench" + "".join("_" + o.strip("-").replace("-", "_") for o in options)
+    out = Path(args.work) / f"{name}.json"
     cmd = [sys.executable, "-m", "tools.bench.train_step", "--networks", BENCH_NETWORKS, "--batch-size",
            str(profile.bench_batch), "--workers", str(profile.bench_workers), "--steps", str(profile.bench_steps),
            "--warmup", str(profile.bench_warmup), "--clip-length", "16", "--clip-size",
            str(profile.clip_size), "--size", profile.size, "--frames", str(profile.frames), "--videos",
            str(profile.videos), "--device", args.device, "--data", str(args.work), "--json", str(out),
-           "--precision", "fp16" if args.device.startswith("cuda") else "fp32"]
+           "--precision", "fp16" if args.device.startswith("cuda") else "fp32", *options]
     if profile.width is not None:
         cmd += ["--width-mult", str(profile.width)]
     if args.tiny:
@@ -459,8 +460,8 @@ def section_bench(report: Report, args: argparse.Namespace, timeout: float) -> b
         report.say(f"bench: could not do: {_reason(code, tail)}")
         return False
     data = json.loads(out.read_text())
-    report.data["bench"] = data
-    report.say("bench: " + data["command"])
+    report.data[name] = data
+    report.say(f"{name}: " + data["command"])
     for line in tail.splitlines():
         if line.startswith("|"):
             report.say("  " + line)
@@ -510,6 +511,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         report.skipped.append("bench")
     else:
         attempt("bench", 150, lambda t: section_bench(report, args, t))
+        attempt("bench_channels_last", 150, lambda t: section_bench(report, args, t, "--channels-last"), 60.0)
     seconds = time.monotonic() - start
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in report.data.get("section_seconds", {}).items())
     report.say(f"done in {seconds:.0f} s ({timings}): {sum(1 for v in results.values() if v)} section(s) passed"
@@ -530,7 +532,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="cuda, cuda:K or cpu (default: cuda if torch sees one)")
     p.add_argument("--tiny", action="store_true", help="toy sizes (width 1/8, 8x32x32 clips): a CPU test")
     p.add_argument("--budget", type=float, default=450.0, help="seconds for the whole run")
-    p.add_argument("--sections", default="steps,ddp,store,multigrid,resume,bench",
+    p.add_argument("--sections", default="steps,ddp,store,multigrid,resume,bench,bench_channels_last",
                    help="comma-separated sections to run")
     p.add_argument("--families", default=",".join(FAMILIES), help="networks of the steps section")
     p.add_argument("--work", type=Path, default=Path("device_check_work"), help="working folder")

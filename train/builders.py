@@ -28,7 +28,7 @@ from train.auto_resume import find_resume_checkpoint
 from train.callbacks import Callback, CallbackList, Checkpointer, CSVHistory, MetricPrinter, PlotCurves, SpeedMonitor
 from train.checkpoint import CheckpointError, check_same_model, checkpoint_path, list_checkpoints, load_checkpoint
 from train.distributed import DistInfo, ShardSampler, select_device
-from train.fast_paths import check_fast_path_args, compile_model, configure_model, wrap_input
+from train.speed_options import check_speed_options, compile_model, configure_model, wrap_input
 from train.loaders import FixedLoader, MultigridLoaders
 from train.lr_schedule import StepLRSchedule
 from train.multigrid import MultigridSchedule
@@ -335,7 +335,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     """Build datasets, model, optimizer, schedule, loaders, callbacks and the trainer (resumed if asked)."""
     dist_info = dist_info or DistInfo(device=select_device(args.gpus))
     device = dist_info.device
-    check_fast_path_args(args)
+    check_speed_options(args)
     seed_everything(args.random_seed)
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

@@ -14,7 +14,7 @@ from network.registry import _MODELS
 from tests.train_util import TinyNet, make_store, tiny_train_argv
 from train import cli
 from train.checkpoint import build_model_from_checkpoint, checkpoint_path, load_checkpoint
-from train.fast_paths import compile_model, configure_model, wrap_input
+from train.speed_options import compile_model, configure_model, wrap_input
 
 CLIP = (2, 3, 8, 32, 32)
 HAVE_COMPILER = shutil.which("g++") or shutil.which("c++")
@@ -104,7 +104,7 @@ def test_compile_with_inductor_gives_the_plain_outputs_and_gradients():
 # -- through the trainer's command line ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return make_store(tmp_path_factory.mktemp("fast_paths_store"), classes=2, videos_per_class=4)
+    return make_store(tmp_path_factory.mktemp("speed_options_store"), classes=2, videos_per_class=4)
 
 
 def _tiny_net(num_classes: int = 400, width_mult: float = 1.0) -> TinyNet:
@@ -154,8 +154,10 @@ def test_compiled_channels_last_run_resumes_either_way_and_saves_plain_checkpoin
 
 
 def test_compile_with_multigrid_is_refused(store, tmp_path, capsys):
-    line = _fails(tiny_train_argv(store, tmp_path / "run", "--compile", "--long-cycles"), capsys)
-    assert re.search(r"--compile does not go with multigrid", line), line
+    with pytest.raises(SystemExit) as e:
+        cli.main(tiny_train_argv(store, tmp_path / "run", "--compile", "--long-cycles"))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 2 and "error: " in last and re.search(r"--compile .*--long-cycles/--short-cycles", last)
 
 
 def test_activation_checkpointing_is_refused_for_networks_without_it(store, tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Speed options of a training run: channels-last memory format, `torch.compile`, activation checkpointing.
 
-None of them changes what is computed (tests/test_fast_paths.py checks outputs and gradients against the plain
+None of them changes what is computed (tests/test_speed_options.py checks outputs and gradients against the plain
 model on the CPU), and none changes the checkpoint: the weights are saved from the plain module, without the
 `_orig_mod.` prefix of a compiled model or the input wrapper of channels-last, so a checkpoint written with any of
 them resumes (and loads for inference) without it, and the other way round.
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from network import set_activation_checkpointing, to_channels_last
 
-__all__ = ["ChannelsLastInput", "check_fast_path_args", "compile_model", "configure_model", "wrap_input"]
+__all__ = ["ChannelsLastInput", "check_speed_options", "compile_model", "configure_model", "wrap_input"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ChannelsLastInput(nn.Module):
         return self.module(x)
 
 
-def check_fast_path_args(args: argparse.Namespace) -> None:
+def check_speed_options(args: argparse.Namespace) -> None:
     """Refuse combinations of the speed options that cannot work (`ValueError`, one line)."""
     if getattr(args, "compile", False) and (getattr(args, "long_cycles", False) or
                                             getattr(args, "short_cycles", False)):
