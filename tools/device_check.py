@@ -349,8 +349,8 @@ def section_store(report: Report, args: argparse.Namespace, timeout: float) -> P
     code, tail, results = run_process(_worker_cmd("store", args), timeout)
     found = [r["store"] for r in results if "store" in r]
     if code != 0 or not found:
-        report.say(f"store: could not do: {_reason(code, tail)} (PyAV and OpenCV are needed: bring them with "
-                   f"--wheels)")
+        report.say(f"store: could not do: {_reason(code, tail)} (it needs PyAV, OpenCV and coloredlogs: bring "
+                   f"the missing ones with --wheels)")
         return None
     s = found[0]
     report.data["store"] = s
