@@ -194,8 +194,8 @@ def bench_network(name: str, args: argparse.Namespace, store: Path, device: torc
     if len(loader) < n:
         die(f"the store has {len(loader)} batches of {args.batch_size}, fewer than --warmup + --steps = {n}: "
             f"raise --videos")
-    clips, labels, index = next(iter(loader))
-    resident = ResidentBatch((clips.to(device), labels.to(device), index), n)
+    first = next(iter(loader))
+    resident = ResidentBatch(tuple(t.to(device) if torch.is_tensor(t) else t for t in first), n)
 
     rates: dict[str, list[float]] = {p: [] for p in PHASES}
     waits: list[float] = []
