@@ -445,7 +445,7 @@ def section_bench(report: Report, args: argparse.Namespace, timeout: float, *opt
     profile = TINY if args.tiny else FULL
     name = "bench" + "".join("_" + o.strip("-").replace("-", "_") for o in options)
     out = Path(args.work) / f"{name}.json"
-    cmd = [sys.executable, "-m", "tools.bench.train_step", "--networks", BENCH_NETWORKS, "--batch-size",
+    cmd = [sys.executable, "-m", "tools.bench.train_step", "--networks", args.bench_networks, "--batch-size",
            str(profile.bench_batch), "--workers", str(profile.bench_workers), "--steps", str(profile.bench_steps),
            "--warmup", str(profile.bench_warmup), "--clip-length", "16", "--clip-size",
            str(profile.clip_size), "--size", profile.size, "--frames", str(profile.frames), "--videos",
@@ -535,6 +535,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default="steps,ddp,store,multigrid,resume,bench,bench_channels_last",
                    help="comma-separated sections to run")
     p.add_argument("--families", default=",".join(FAMILIES), help="networks of the steps section")
+    p.add_argument("--bench-networks", default=BENCH_NETWORKS, help="networks of the bench sections")
     p.add_argument("--work", type=Path, default=Path("device_check_work"), help="working folder")
     p.add_argument("--out", type=Path, default=None, help="write device_check.md and .json here")
     p.add_argument("--worker", choices=tuple(WORKERS), help=argparse.SUPPRESS)
