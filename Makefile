@@ -22,8 +22,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) -m tools.bench_loader
-	$(PY) -m tools.bench_models
+	$(PY) -m tools.bench.loader
+	$(PY) -m tools.bench.models
 
 clean:
 	rm -rf demo_data demo_runs bench_data .pytest_cache

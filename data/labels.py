@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,21 @@ def safe_video_dir(root: str | os.PathLike, label: str, video_id: str, where: st
     if os.path.commonpath([os.path.abspath(base), os.path.abspath(path)]) != os.path.abspath(base):
         raise LabelError(f"{where + ': ' if where else ''}video {label}/{video_id} escapes {base}")
     return path
+
+
+# A clip id that carries its times: <source id>_<start:06d>_<end:06d>[_<n>] (n: made unique by a label builder).
+SEGMENT_ID = re.compile(r"^(?P<source>.+)_(?P<start>\d{6})_(?P<end>\d{6})(?:_(?P<n>\d+))?$")
+
+
+def segment_id(source_id: str, start: float, end: float) -> str:
+    """The id of the clip ``[start, end)`` s of a source video: ``<source_id>_<int(start):06d>_<int(end):06d>``
+    (the name the Kinetics download scripts give a clip; SRTG's HACS ids follow it)."""
+    return f"{source_id}_{int(start):06d}_{int(end):06d}"
+
+
+def safe_label(label: str) -> str:
+    """``underscore`` naming: each run of characters other than [A-Za-z0-9_-] becomes one ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", label).strip("_")
 
 
 def _parse_time(text: str, column: str, where: str) -> float | None:

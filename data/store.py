@@ -71,16 +71,17 @@ _MAX_VARS = 900  # bound parameters per query (SQLite builds before 3.32 allow 9
 
 # Decode flags per reduce factor. OpenCV >= 4.10 can decode straight to RGB; older ones decode BGR and the
 # channel swap is done by cvtColor while copying into the output array.
-_HAS_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")
+DECODES_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")
 _REDUCED_BIT = {1: 0, 2: 16, 4: 32, 8: 64}  # the IMREAD_REDUCED_* bits without the colour bit
 
 
-def _decode_flag(reduce: int) -> int:
-    colour = cv2.IMREAD_COLOR_RGB if _HAS_RGB else cv2.IMREAD_COLOR
+def decode_flag(reduce: int) -> int:
+    """The ``cv2.imdecode`` flags of a frame at `reduce`: RGB output where OpenCV can (`DECODES_RGB`), else BGR."""
+    colour = cv2.IMREAD_COLOR_RGB if DECODES_RGB else cv2.IMREAD_COLOR
     return _REDUCED_BIT[reduce] | colour | cv2.IMREAD_IGNORE_ORIENTATION
 
 
-_DECODE_FLAGS = {r: _decode_flag(r) for r in REDUCE_FACTORS}
+_DECODE_FLAGS = {r: decode_flag(r) for r in REDUCE_FACTORS}
 _LEGACY_NUMBER = re.compile(r"(\d+)\s*$")
 
 # Connections inherited through fork(): kept referenced so that they are never closed in the child.
@@ -451,7 +452,7 @@ class VideoReader:
             if img.shape[0] != oh or img.shape[1] != ow:
                 raise FrameStoreError(f"{self.path}: frame {frame} is {img.shape[1]}x{img.shape[0]}, expected "
                                       f"{ow}x{oh} (reduce={reduce})")
-            if _HAS_RGB:
+            if DECODES_RGB:
                 out[first[frame]] = img
             else:
                 cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[first[frame]])
@@ -513,6 +514,11 @@ _DEFAULT_CACHE = ReaderCache()
 def get_reader(path: str | os.PathLike) -> VideoReader:
     """A reader from the module's default per-process cache (64 open databases)."""
     return _DEFAULT_CACHE.get(path)
+
+
+def close_cached_readers() -> None:
+    """Close every reader of the default per-process cache (the next read opens and maps the file again)."""
+    _DEFAULT_CACHE.clear()
 
 
 # -- writing ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 A clip is a ``uint8`` array ``(T, H, W, 3)`` RGB. Every transform is a callable ``t(clip, rng) -> clip`` taking a
 `numpy.random.Generator`; `Compose` chains them and the last one, `ToTensorNormalize`, returns a float tensor
-``(3, T, H, W)``. `train_transform` / `val_transform` build the standard pipelines.
+``(3, T, H, W)``. `train_transform` / `val_transform` build the standard pipelines. The trainer's pipelines end
+with `ToTensorUint8` instead and normalise whole batches on the GPU with `NormalizeBatch` (a quarter of the bytes
+to ship from the workers and copy to the device, the same values).
 
 Design notes
 - Crop first. `ResizedCrop` fuses "resize the shorter side, then crop, then resize to the crop size": it computes
@@ -29,7 +31,7 @@ import torch
 
 __all__ = [
     "MEAN", "STD", "Compose", "ClipTransform", "ResizedCrop", "HorizontalFlip", "ColorJitter", "SRTGAugment",
-    "ToTensorNormalize", "CHANNEL_ORDERS", "train_transform", "val_transform", "default_resize_short", "crop_resize",
+    "ToTensorNormalize", "ToTensorUint8", "NormalizeBatch", "CHANNEL_ORDERS", "train_transform", "val_transform", "default_resize_short", "crop_resize",
 ]
 
 # torchvision video models (Kinetics-400) normalisation.
@@ -363,6 +365,57 @@ class ToTensorNormalize:
         return f"{type(self).__name__}(mean={self.mean}, std={self.std}{order})"
 
 
+class ToTensorUint8:
+    """``uint8 (T, H, W, 3)`` -> ``uint8`` tensor ``(3, T, H, W)`` in the model's channel order, not normalised.
+
+    A quarter of the bytes of `ToTensorNormalize`'s float output for the workers to send, for the loader to pin
+    and for the host to copy to the GPU; `NormalizeBatch` then normalises the whole batch on its device, with
+    the same result.
+    """
+
+    def __init__(self, channel_order: str = "rgb"):
+        if channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {', '.join(CHANNEL_ORDERS)}, got {channel_order!r}")
+        self.channel_order = channel_order
+
+    def __call__(self, clip: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        _check_clip(clip)
+        planes = torch.from_numpy(np.ascontiguousarray(clip)).permute(3, 0, 1, 2)
+        return (planes if self.channel_order == "rgb" else planes.flip(0)).contiguous()
+
+    def __repr__(self) -> str:
+        order = "" if self.channel_order == "rgb" else f"channel_order={self.channel_order!r}"
+        return f"{type(self).__name__}({order})"
+
+
+class NormalizeBatch:
+    """`ToTensorNormalize`'s ``(x / 255 - mean) / std`` on a uint8 batch ``(N, 3, T, H, W)``, on the batch's device.
+
+    `mean` and `std` are in the batch's channel order (that of the model). The arithmetic is the CPU path's
+    (one fused multiply-add per value, in float32): on the CPU the results are bit for bit those of
+    `ToTensorNormalize`. A floating batch is returned unchanged (it is normalised already).
+    """
+
+    def __init__(self, mean: Sequence[float] = MEAN, std: Sequence[float] = STD):
+        reference = ToTensorNormalize(mean, std)
+        self.mean, self.std = reference.mean, reference.std
+        self._scale = torch.tensor(reference._scale, dtype=torch.float32).view(3, 1, 1, 1)
+        self._shift = torch.tensor(reference._shift, dtype=torch.float32).view(3, 1, 1, 1)
+
+    def __call__(self, clips: torch.Tensor) -> torch.Tensor:
+        if clips.is_floating_point():
+            return clips
+        if clips.dtype != torch.uint8 or clips.dim() < 4 or clips.shape[-4] != 3:
+            raise ValueError(f"expected uint8 clips (..., 3, T, H, W), got {clips.dtype} {tuple(clips.shape)}")
+        if self._scale.device != clips.device:
+            self._scale = self._scale.to(clips.device)
+            self._shift = self._shift.to(clips.device)
+        return torch.addcmul(self._shift, clips.float(), self._scale)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(mean={self.mean}, std={self.std})"
+
+
 class Compose:
     """Chain clip transforms; the clip-level entry point the dataset uses (a `ClipTransform`).
 
@@ -418,8 +471,10 @@ def train_transform(crop_size: int, resize_short: int | None = None,
                     scale_jitter: tuple[float, float] | None = (0.8, 1.0), flip: bool = True,
                     color_jitter: float = 0.2, srtg_augment: bool = False, *, crop_positions: str = "random",
                     srtg_p: tuple[float, float] = (0.8, 0.4), mean: Sequence[float] = MEAN,
-                    std: Sequence[float] = STD) -> ClipTransform:
+                    std: Sequence[float] = STD, normalize: bool = True) -> ClipTransform:
     """Training pipeline: scale-jittered crop, [SRTG set], flip, colour jitter, normalise.
+
+    `normalize=False` ends with `ToTensorUint8` instead: uint8 clips for `NormalizeBatch` on the device.
 
     `scale_jitter` (lo, hi): crop height and width as independent fractions of the shorter side; None gives a
     plain ``crop_size`` crop of frames resized to `resize_short` (default ``round(crop_size * 8 / 7)``).
@@ -432,12 +487,13 @@ def train_transform(crop_size: int, resize_short: int | None = None,
         steps.append(HorizontalFlip(0.5))
     if color_jitter:
         steps.append(ColorJitter(color_jitter, color_jitter, color_jitter))
-    steps.append(ToTensorNormalize(mean, std))
+    steps.append(ToTensorNormalize(mean, std) if normalize else ToTensorUint8())
     return Compose(steps)
 
 
 def val_transform(crop_size: int, resize_short: int | None = None, *, mean: Sequence[float] = MEAN,
-                  std: Sequence[float] = STD, channel_order: str = "rgb") -> ClipTransform:
-    """Evaluation pipeline: resize the shorter side to `resize_short`, centre crop `crop_size`, normalise."""
+                  std: Sequence[float] = STD, channel_order: str = "rgb", normalize: bool = True) -> ClipTransform:
+    """Evaluation pipeline: resize the shorter side to `resize_short`, centre crop `crop_size`, normalise
+    (`normalize=False`: uint8 clips, as `train_transform`)."""
     return Compose([ResizedCrop(crop_size, resize_short, None, "center"),
-                    ToTensorNormalize(mean, std, channel_order)])
+                    ToTensorNormalize(mean, std, channel_order) if normalize else ToTensorUint8(channel_order)])

@@ -6,7 +6,9 @@ landscape frames, top/centre/bottom for portrait ones), so together they cover t
 the transform is the validation transform (resize the shorter side to `resize_short`, centre crop).
 
 `MultiViewTransform` returns every view of a clip at once, `(views, 3, T, S, S)`, so the frames are read and
-decoded once per clip; `train.multiview.flatten_views` turns a batch of such clips into a batch of views.
+decoded once per clip; `flatten_views` turns a batch of such clips into a batch of views, repeating each clip's
+label and video index (so the video accumulator averages the softmax over all K x V views of a video), and
+`average_views` averages outputs back over each clip's views.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import torch
 
 from data.transforms import MEAN, STD, ResizedCrop, ToTensorNormalize
 
-__all__ = ["CROP_CHOICES", "view_offsets", "MultiViewTransform"]
+__all__ = ["CROP_CHOICES", "view_offsets", "MultiViewTransform", "flatten_views", "average_views"]
 
 CROP_CHOICES = (1, 3)
 
@@ -75,3 +77,25 @@ class MultiViewTransform:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(crop_size={self.crop_size}, crops={self.crops})"
+
+
+def flatten_views(clips: torch.Tensor, labels: torch.Tensor | None = None,
+                  video_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                     torch.Tensor | None]:
+    """`(N, V, C, T, H, W)` -> `(N*V, C, T, H, W)` with labels and video indices repeated V times (5-D: as is)."""
+    if clips.dim() != 6:
+        return clips, labels, video_index
+    n, v = clips.shape[:2]
+    flat = clips.reshape(n * v, *clips.shape[2:])
+
+    def repeat(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.repeat_interleave(v, dim=0)
+
+    return flat, repeat(labels), repeat(video_index)
+
+
+def average_views(probs: torch.Tensor, views: int) -> torch.Tensor:
+    """Mean of consecutive groups of `views` rows: `(N*V, classes)` -> `(N, classes)`."""
+    if probs.shape[0] % views:
+        raise ValueError(f"{probs.shape[0]} rows do not split into groups of {views} views")
+    return probs.reshape(probs.shape[0] // views, views, *probs.shape[1:]).mean(dim=1)

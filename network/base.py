@@ -122,7 +122,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     """Put 5-D weights in channels_last_3d and 4-D ones in channels_last, in place (MiCT and R2D hold both).
 
     Feed the model `x.contiguous(memory_format=torch.channels_last_3d)`. On CPU (oneDNN) this is the faster
-    layout for MiCT-ResNet (tools.bench_models measures it); values are unchanged.
+    layout for MiCT-ResNet (tools.bench.models measures it); values are unchanged.
     """
     for t in list(model.parameters()) + list(model.buffers()):
         if t.dim() == 5:

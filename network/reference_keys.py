@@ -125,7 +125,7 @@ def fitting_networks(fmt: str, state: Mapping[str, Tensor]) -> list[str]:
     Only the members of the matching depth are built (on the meta device: shapes, no memory), so this is cheap.
     """
     from .registry import build_model, list_models  # the registry imports the zoo, which imports this module
-    from .resnet3d import DEPTHS, FAMILIES, _model_name
+    from .resnet3d import DEPTHS, FAMILIES, family_model_name
 
     fc = state.get("fc.weight")
     if fc is None or fc.dim() != 2:
@@ -134,7 +134,7 @@ def fitting_networks(fmt: str, state: Mapping[str, Tensor]) -> list[str]:
         kind = "bottleneck" if any(re.match(r"layer\d\.\d+\.conv3\.", k) for k in state) else "basic"
         blocks = _stage_blocks(list(state))
         prefix = "srtg_" if any(".sar.lstm." in k for k in state) else ""
-        names = [prefix + _model_name(family, depth) for family, fam in FAMILIES.items() if "srtg" in fam.layouts
+        names = [prefix + family_model_name(family, depth) for family, fam in FAMILIES.items() if "srtg" in fam.layouts
                  for depth in fam.depths if DEPTHS[depth] == (kind, blocks)]
     else:
         names = [n for n in list_models() if n.startswith("mict_")]

@@ -368,14 +368,15 @@ def default_layout(depth: int) -> str:
     return "torchvision" if DEPTHS[depth][0] == "basic" else "srtg"
 
 
-def _model_name(family: str, depth: int) -> str:
+def family_model_name(family: str, depth: int) -> str:
+    """The registry name of a family's model of `depth` layers (without the ``srtg_`` prefix)."""
     # the reference spells the wide model wide_r3d50_2 (no underscore before the depth)
     return f"wide_r3d{depth}_2" if family == "wide_r3d" else f"{family}_{depth}"
 
 
 def _register(family: str, depth: int, squeeze_recursion: bool) -> None:
     fam = FAMILIES[family]
-    plain = _model_name(family, depth)
+    plain = family_model_name(family, depth)
     name = f"srtg_{plain}" if squeeze_recursion else plain
     default = default_layout(depth) if default_layout(depth) in fam.layouts else fam.layouts[0]
 

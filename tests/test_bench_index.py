@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from data.dataset import VideoDataset
-from tools import bench_index
+from tools.bench import index as bench_index
 
 
 def test_layout_opens_from_its_index_and_matches_its_markers(tmp_path, caplog):

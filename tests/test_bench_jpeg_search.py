@@ -1,7 +1,7 @@
 """The JPEG benchmark's matched-setting search: the least setting that reaches a PSNR, in either direction."""
 from __future__ import annotations
 
-from tools.bench_jpeg import Stats, least_reaching
+from tools.bench.jpeg import Stats, least_reaching
 
 
 def _evaluator(psnr_of, calls):

@@ -1,9 +1,11 @@
-"""Smoke test of the loader benchmark on a handful of tiny videos: every loader row and the storage table appear."""
+"""The loader benchmark: a smoke run on a handful of tiny videos (every loader row and the storage table appear),
+and its timing workers forked after this process used OpenCV finish."""
 from __future__ import annotations
 
 import re
 
-from tools import bench_loader
+from tests.test_fork_safety import run_bounded
+from tools.bench import loader as bench_loader
 
 
 def test_bench_loader_small_run(tmp_path, capsys):
@@ -23,3 +25,21 @@ def test_bench_loader_small_run(tmp_path, capsys):
     assert "0 workers, cold" in text
     m = re.search(r"Per-frame checksum \(CRC-32, verified on every read\): (\d+\.\d+) us per frame against (\d+) us", text)
     assert m and 0 < float(m.group(1)) < float(m.group(2)), text[-500:]
+
+
+def test_benchmark_loader_workers_after_opencv_ran_here_finish(tmp_path):
+    out = run_bounded("""
+        import torch
+        from tools.bench.loader import time_loader
+
+        class Clips(torch.utils.data.Dataset):
+            def __len__(self):
+                return 8
+
+            def __getitem__(self, i):
+                return torch.full((3, 4, 8, 8), float(i))
+
+        rate, _ = time_loader(Clips(), workers=2, batch_size=2)
+        print(rate > 0)
+    """, tmp_path)
+    assert out.split() == ["True"]

@@ -1,10 +1,10 @@
-"""tools.bench_multigrid: the report's speed-ups against the baseline row, and a tiny end-to-end run."""
+"""tools.bench.multigrid: the report's speed-ups against the baseline row, and a tiny end-to-end run."""
 from __future__ import annotations
 
 import pytest
 
-from tools import bench_multigrid
-from tools.bench_multigrid import RunResult, format_table
+from tools.bench import multigrid as bench_multigrid
+from tools.bench.multigrid import RunResult, format_table
 
 
 def _row(lines: list[str], name: str) -> list[str]:

@@ -10,6 +10,7 @@ from data.labels import read_classes, read_labels
 from data.store import open_video
 from tests.videos_util import frame_value, frame_values, make_video
 from tools import convert
+from tools.ingest import jobs
 
 
 def close_to(values, expected, tol=4):
@@ -177,14 +178,14 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
 
 def test_parallel_run_survives_a_crashing_worker(videos, tmp_path, monkeypatch):
     # Workers are forked, so they inherit this patch: decoding "walk 1" kills its worker process outright.
-    real = convert._decode_bgr
+    real = jobs.decode_frames
 
     def crashing(job, info):
         if job.video_id == "walk 1":
             os._exit(17)
         return real(job, info)
 
-    monkeypatch.setattr(convert, "_decode_bgr", crashing)
+    monkeypatch.setattr(jobs, "decode_frames", crashing)
     root = tmp_path / "ds"
     assert convert.main([str(videos), str(root), "--workers", "2"]) == 1
     assert "worker process died" in failures(root)["walk 1.mp4"]

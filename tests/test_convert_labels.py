@@ -18,9 +18,10 @@ from data.store import open_video
 from tests.test_label_builders import HACS_CSV, make_diving, make_moments, make_sthv2, write
 from tests.train_util import tiny_train_argv
 from tests.videos_util import make_video
-from tools import convert, convert_segments, make_labels
-from tools.convert import Job
-from tools.convert_segments import SourceJob, convert_source
+from tools import convert, make_labels
+from tools.ingest import segments as convert_segments
+from tools.ingest.jobs import Job
+from tools.ingest.segments import SourceJob, convert_source
 from train import cli
 
 FPS = 10
@@ -357,7 +358,7 @@ def test_a_worker_dying_on_one_source_fails_only_its_clips(tmp_path, monkeypatch
 
 
 def test_segment_benchmark_runs_the_four_ways_on_a_tiny_video(tmp_path, capsys):
-    from tools import bench_segments
+    from tools.bench import segments as bench_segments
 
     argv = ["--work", str(tmp_path), "--minutes", "0.5", "--size", "32x32", "--fps", "10", "--keyint", "10",
             "--clips", "0.5,25", "--repeats", "1"]

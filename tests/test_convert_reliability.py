@@ -53,7 +53,7 @@ def test_fifo_and_dangling_symlink_fail_with_their_reason(videos, tmp_path):
 def test_reading_a_fifo_as_a_video_does_not_hang(tmp_path):
     fifo = tmp_path / "x.mp4"
     os.mkfifo(fifo)
-    code = f"from tools.video_source import open_source; open_source({str(fifo)!r})"
+    code = f"from tools.inference.video_source import open_source; open_source({str(fifo)!r})"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "x.mp4: not a regular file (a FIFO (named pipe))" in proc.stderr
 

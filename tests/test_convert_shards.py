@@ -14,7 +14,7 @@ from data.labels import read_classes, read_labels
 from data.store import open_video
 from tests.videos_util import make_video
 from tools import convert
-from tools.convert_shards import ShardError, resolve_shards, shard_of
+from tools.ingest.shards import ShardError, resolve_shards, shard_of
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 180  # seconds for any converter subprocess: nothing may hang CI

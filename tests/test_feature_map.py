@@ -8,7 +8,7 @@ from data.labels import Sample, write_classes, write_labels
 from data.store import encode_jpeg, write_frames_db
 from tests.test_predict import make_checkpoint
 from tools import extract_features
-from tools.feature_map import project_2d
+from tools.inference.feature_map import project_2d
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

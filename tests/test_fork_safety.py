@@ -78,24 +78,6 @@ def test_converter_pool_after_opencv_ran_here_finishes(tmp_path):
     assert len(list((tmp_path / "s" / "jpg").glob("*/*/frames.db"))) == 4
 
 
-def test_benchmark_loader_workers_after_opencv_ran_here_finish(tmp_path):
-    out = run_bounded("""
-        import torch
-        from tools.bench_loader import time_loader
-
-        class Clips(torch.utils.data.Dataset):
-            def __len__(self):
-                return 8
-
-            def __getitem__(self, i):
-                return torch.full((3, 4, 8, 8), float(i))
-
-        rate, _ = time_loader(Clips(), workers=2, batch_size=2)
-        print(rate > 0)
-    """, tmp_path)
-    assert out.split() == ["True"]
-
-
 def test_training_loader_workers_run_opencv_on_an_inherited_pool(tmp_path):
     # DataLoader workers never call cv2.setNumThreads (data.loader), so a pool inherited by fork is harmless.
     out = run_bounded("""

@@ -11,7 +11,7 @@ import pytest
 from data.store import open_video
 from tests.videos_util import frame_value, frame_values, make_video
 from tools import convert, synthetic
-from tools.jpeg_encoders import MjpegEncoder, opencv_encoder
+from tools.ingest.jpeg_encoders import MjpegEncoder, opencv_encoder
 
 
 def _yuvj420p(rgb: np.ndarray) -> np.ndarray:
@@ -151,7 +151,7 @@ def test_verify_reconverts_an_mjpeg_database_with_the_mjpeg_encoder(tmp_path):
 def test_full_range_planes_match_swscale_within_one_level_and_resize_when_asked():
     import av
 
-    from tools.jpeg_encoders import yuvj420p_planes
+    from tools.ingest.jpeg_encoders import yuvj420p_planes
 
     rgb = _textured(seed=2)
     limited = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")

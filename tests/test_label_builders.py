@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from data.labels import LabelError, read_classes, read_labels
-from tools import label_builders as lb
 from tools import make_labels
+from tools.labels import diving48, hacs, moments, sthv2
 
 HACS_CSV = """classname,youtube_id,subset,start,end,label
 Archery,a2X2hz1G6i8,training,15.5,17.5,1
@@ -32,7 +32,7 @@ def write(path: Path, text: str) -> Path:
 def test_hacs_positives_fractional_and_colliding_starts(tmp_path, caplog):
     path = write(tmp_path / "HACS_clips_v1.1.1.csv", HACS_CSV)
     with caplog.at_level(logging.WARNING):
-        samples, classes = lb.hacs_samples(path)
+        samples, classes = hacs.hacs_samples(path)
     assert classes == ["Applying sunscreen", "Archery"]
     got = {(s.label, s.video_id, s.split, s.time_start, s.time_end) for s in samples}
     assert got == {
@@ -60,7 +60,7 @@ def test_hacs_bad_rows_name_file_and_line(tmp_path, row, message):
     path = write(tmp_path / "clips.csv", "classname,youtube_id,subset,start,end,label\nArchery,ok,training,1,3,1\n"
                  + row + "\n")
     with pytest.raises(LabelError, match=message) as e:
-        lb.hacs_samples(path)
+        hacs.hacs_samples(path)
     assert str(e.value).startswith(f"{path}:3:")
 
 
@@ -76,7 +76,7 @@ def make_moments(root: Path, categories: str = "yawning,0\nblocking,1\narresting
 
 
 def test_moments_no_header_class_from_folder_and_category_order(tmp_path):
-    samples, classes = lb.moments_samples(make_moments(tmp_path))
+    samples, classes = moments.moments_samples(make_moments(tmp_path))
     assert classes == ["yawning", "blocking", "arresting"]  # index order of moments_categories.txt, not sorted
     assert [(s.label, s.video_id, s.split) for s in samples] == [
         ("blocking", "getty-karate-video-id635808620_4", "train"), ("yawning", "flickr-1-2-3_1", "train"),
@@ -86,14 +86,14 @@ def test_moments_no_header_class_from_folder_and_category_order(tmp_path):
 def test_moments_bad_input(tmp_path):
     d = make_moments(tmp_path, categories="yawning,0\nblocking,1\n")
     with pytest.raises(LabelError, match=r"trainingSet.csv:3: class 'arresting' is not in moments_categories"):
-        lb.moments_samples(d)
+        moments.moments_samples(d)
     d = make_moments(tmp_path / "b", categories="yawning,0\nblocking,2\narresting,1\n")
     write(d / "trainingSet.csv", "blocking/a.mp4,yawning,3,0\n")
     with pytest.raises(LabelError, match=r"trainingSet.csv:1: label column 'yawning' differs from the folder"):
-        lb.moments_samples(d)
+        moments.moments_samples(d)
     d = make_moments(tmp_path / "c", categories="yawning,0\nblocking,2\n")
     with pytest.raises(LabelError, match=r"moments_categories.txt: category indices are not 0..1"):
-        lb.moments_samples(d)
+        moments.moments_samples(d)
 
 
 def make_diving(root: Path) -> Path:
@@ -110,7 +110,7 @@ def make_diving(root: Path) -> Path:
 
 
 def test_diving48_class_names_from_vocabulary(tmp_path):
-    samples, classes = lb.diving48_samples(make_diving(tmp_path))
+    samples, classes = diving48.diving48_samples(make_diving(tmp_path))
     assert classes == ["Back_15som_05Twis_FREE", "Forward_25som_NoTwis_PIKE", "Inward_35som_NoTwis_TUCK"]
     assert [(s.label, s.video_id, s.split) for s in samples] == [
         ("Inward_35som_NoTwis_TUCK", "_8Vy3dlHg2w_00000", "train"),
@@ -122,13 +122,13 @@ def test_diving48_bad_input(tmp_path):
     d = make_diving(tmp_path)
     write(d / "Diving48_V2_test.json", json.dumps([{"vid_name": "x", "label": 3}]))
     with pytest.raises(LabelError, match=r"Diving48_V2_test.json: entry 0 \(x\): label 3 is not a class index 0..2"):
-        lb.diving48_samples(d)
+        diving48.diving48_samples(d)
     write(d / "Diving48_vocab.json", json.dumps([["Back", "15som", "05Twis"]]))
     with pytest.raises(LabelError, match=r"Diving48_vocab.json: entry 0: expected 4 words"):
-        lb.diving48_samples(d)
+        diving48.diving48_samples(d)
     write(d / "Diving48_vocab.json", "[[")
     with pytest.raises(LabelError, match=r"Diving48_vocab.json:1: not valid JSON"):
-        lb.diving48_samples(d)
+        diving48.diving48_samples(d)
 
 
 def make_sthv2(root: Path) -> Path:
@@ -148,7 +148,7 @@ def make_sthv2(root: Path) -> Path:
 
 
 def test_sthv2_template_without_brackets_in_label_index_order(tmp_path):
-    samples, classes = lb.sthv2_samples(make_sthv2(tmp_path))
+    samples, classes = sthv2.sthv2_samples(make_sthv2(tmp_path))
     assert classes == ["Holding something next to something", "Putting something on a surface",
                        "Pushing something from left to right"]
     assert [(s.label, s.video_id, s.split) for s in samples] == [
@@ -162,11 +162,11 @@ def test_sthv2_unknown_template_and_repeated_id(tmp_path):
     write(d / "something-something-v2-validation.json", json.dumps([
         {"id": "1", "template": "Throwing [something]", "placeholders": []}]))
     with pytest.raises(LabelError, match=r"validation.json: entry 0 \(id 1\): class 'Throwing something' is not in"):
-        lb.sthv2_samples(d)
+        sthv2.sthv2_samples(d)
     write(d / "something-something-v2-validation.json", json.dumps([
         {"id": "42326", "template": "Putting [something] on a surface", "placeholders": []}]))
     with pytest.raises(LabelError, match=r"entry 0: id 42326 already listed at .*train.json: entry 1"):
-        lb.sthv2_samples(d)
+        sthv2.sthv2_samples(d)
 
 
 @pytest.mark.parametrize("fmt, make, expected_classes", [

@@ -12,7 +12,7 @@ from data.dataset import VideoDataset
 from data.index import refresh_index
 from data.label_table import cache_path, open_label_table, warm_label_caches
 from data.labels import LabelError
-from tools.bench_index import build_layout
+from tools.synthetic import build_layout
 
 
 @pytest.fixture()

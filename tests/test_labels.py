@@ -16,7 +16,9 @@ from data.labels import (
     write_labels,
 )
 from tools import make_labels
-from tools.video_folder import assign_val_split, folder_samples
+from tools.ingest.video_folder import assign_val_split
+from tools.labels import hmdb51, kinetics, output, ucf101
+from tools.labels.folder import folder_samples
 
 # ------------------------------------------------------------------------------------------------ data.labels
 
@@ -181,7 +183,7 @@ def test_ucf101_test_split_and_group_held_out_val(tmp_path):
         val = [s for s in samples if s.label == label and s.split == "val"]
         train = [s for s in samples if s.label == label and s.split == "train"]
         assert len(val) == 2 and len(train) == 4  # one whole group of two clips
-        assert {make_labels.ucf_group(s) for s in val}.isdisjoint({make_labels.ucf_group(s) for s in train})
+        assert {ucf101.ucf_group(s) for s in val}.isdisjoint({ucf101.ucf_group(s) for s in train})
 
 
 @pytest.mark.parametrize("file, content, message", [
@@ -203,7 +205,7 @@ def test_ucf101_bad_input(tmp_path, file, content, message):
     d = make_ucf(tmp_path)
     (d / file).write_text(content)  # replaces the whole official file
     with pytest.raises(LabelError, match=message):
-        make_labels.ucf101_samples(d, 1)
+        ucf101.ucf101_samples(d, 1)
 
 
 def test_ucf101_missing_file_cli(tmp_path, capsys):
@@ -220,7 +222,7 @@ def test_ucf101_missing_file_cli(tmp_path, capsys):
 
 def test_ucf101_found_one_level_down(tmp_path):
     make_ucf(tmp_path)
-    samples, classes = make_labels.ucf101_samples(tmp_path, 2)
+    samples, classes = ucf101.ucf101_samples(tmp_path, 2)
     assert classes == sorted(UCF_CLASSES) and len(samples) == 24
 
 
@@ -255,16 +257,16 @@ def test_hmdb51_bad_input(tmp_path):
     d = make_hmdb(tmp_path)
     (d / "draw_sword_test_split2.txt").write_text("a.avi 1\nb.avi 3\n")
     with pytest.raises(LabelError, match=r"draw_sword_test_split2\.txt:2: expected '<video>\.avi <0\|1\|2>'"):
-        make_labels.hmdb51_samples(d, 2)
+        hmdb51.hmdb51_samples(d, 2)
     (d / "draw_sword_test_split3.txt").unlink()
     with pytest.raises(LabelError, match=r"draw_sword_test_split3\.txt: file not found"):
-        make_labels.hmdb51_samples(d, 3)
+        hmdb51.hmdb51_samples(d, 3)
     (d / "brush_hair_test_split1.txt").write_text("../../x.avi 1\n")
     with pytest.raises(LabelError, match=r"brush_hair_test_split1\.txt:1: video file '\.\./\.\./x\.avi'"):
-        make_labels.hmdb51_samples(d, 1)
+        hmdb51.hmdb51_samples(d, 1)
     (tmp_path / "empty").mkdir()
     with pytest.raises(LabelError, match="no '<class>_test_split<N>.txt' files"):
-        make_labels.hmdb51_samples(tmp_path / "empty", 1)
+        hmdb51.hmdb51_samples(tmp_path / "empty", 1)
 
 
 # ------------------------------------------------------------------------------------------------ Kinetics
@@ -302,7 +304,7 @@ def test_kinetics(tmp_path):
 
 def test_kinetics_options(tmp_path, capsys):
     csvs = make_kinetics(tmp_path)
-    samples, classes = make_labels.kinetics_samples(csvs[:2], label_names="underscore")
+    samples, classes = kinetics.kinetics_samples(csvs[:2], label_names="underscore")
     assert classes == ["abseiling", "passing_American_football_in_game", "person_s_hobby"]
     ids = tmp_path / "ids.txt"
     ids.write_text("zz_9\nqq\n")
@@ -326,16 +328,16 @@ def test_kinetics_bad_rows(tmp_path, row, message):
     path = tmp_path / "k.csv"
     path.write_text(f"label,youtube_id,time_start,time_end,split\nok,fine,0,10,train\n{row}\n")
     with pytest.raises(LabelError, match=rf"k\.csv:3: .*{message}"):
-        make_labels.kinetics_samples([path])
+        kinetics.kinetics_samples([path])
 
 
 def test_kinetics_missing_file_and_header(tmp_path):
     with pytest.raises(LabelError, match="none.csv: file not found"):
-        make_labels.kinetics_samples([tmp_path / "none.csv"])
+        kinetics.kinetics_samples([tmp_path / "none.csv"])
     path = tmp_path / "k.csv"
     path.write_text("label,id,split\n")
     with pytest.raises(LabelError, match=r"k\.csv:1: header lacks"):
-        make_labels.kinetics_samples([path])
+        kinetics.kinetics_samples([path])
 
 
 # ------------------------------------------------------------------------------------------------ folder, checks
@@ -369,6 +371,6 @@ def test_check_root_and_drop_missing(tmp_path, capsys):
     make_labels.main(["ucf101", str(d), str(root), "--splits", "1", "--drop-missing"])
     samples = read_labels(root / "labels" / "ucf101_split1.csv")
     assert len(samples) == 23 and all(s.video_id != "v_Archery_g03_c02" for s in samples)
-    assert make_labels.missing_videos(root, samples) == []
+    assert output.missing_videos(root, samples) == []
     with pytest.raises(LabelError, match="no frame store"):
-        make_labels.missing_videos(tmp_path / "elsewhere", samples)
+        output.missing_videos(tmp_path / "elsewhere", samples)

@@ -7,8 +7,9 @@ import av
 import numpy as np
 import pytest
 
-from tools import lossless_sources, synthetic
-from tools.lossless_sources import decoded_planes, find_sources, scaled_size, write_lossless
+from tools import synthetic
+from tools.bench import lossless_sources
+from tools.bench.lossless_sources import decoded_planes, find_sources, scaled_size, write_lossless
 
 
 @pytest.fixture(scope="module")

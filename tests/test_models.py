@@ -244,31 +244,3 @@ def test_channels_last_layout_gives_same_outputs():
             to_channels_last(model)
             torch.testing.assert_close(model(x.contiguous(memory_format=torch.channels_last_3d)), expected,
                                        rtol=1e-4, atol=1e-5)
-
-
-def test_live_tensor_memory_tracker():
-    from tools.bench_models import LiveTensorMemory
-
-    layers = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256))
-    x = torch.randn(512, 256)
-    tracker = LiveTensorMemory(list(layers.parameters()) + [x])
-    with torch.inference_mode(), tracker:
-        layers(x)
-    act = 512 * 256 * 4
-    assert tracker.baseline == 2 * (256 * 256 + 256) * 4 + act
-    assert tracker.peak == 2 * act  # linear output alive while the ReLU writes a new one
-
-
-def test_bench_models_end_to_end(tmp_path, capsys):
-    from tools.bench_models import main
-
-    out = tmp_path / "bench.md"
-    main(["--models", "r2d_18,mict_resnet18,tv_mc3_18", "--sizes", "4x32x32", "--batches", "1,2",
-          "--repeats", "1", "--options", "no_grad,channels_last", "--option-models", "r2d_18", "--out", str(out),
-          "--log-level", "WARNING"])
-    text = out.read_text()
-    assert "| cpu | r2d_18 | 11.38 | 4x32x32 |" in text
-    assert "needs >= 16 frames" in text  # MiCT v1 at 4 frames: reported, not crashed
-    assert "| cpu | tv_mc3_18 | 11.70 |" in text
-    assert "| r2d_18 | 4x32x32 | 2 | channels_last |" in text
-    assert text in capsys.readouterr().out

@@ -8,8 +8,8 @@ import pytest
 
 from tests.test_predict import CLASSES, make_checkpoint, write_video
 from tools import export_onnx, predict
-from tools.onnx_metadata import read_model_metadata
-from tools.onnx_predict import load_onnx_model
+from tools.inference.onnx_metadata import read_model_metadata
+from tools.inference.onnx_predict import load_onnx_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""tools.predict / tools.video_source: raw-video prediction equals the evaluation path, timelines, bad input.
+"""tools.predict / tools.inference.video_source: raw-video prediction equals the evaluation path, timelines, bad input.
 
 Everything is generated in tmp_path: tiny mp4 files written with PyAV, frame stores written by the real writer,
 and checkpoints of tiny-width models in the trainer's documented format.
@@ -21,7 +21,7 @@ from data.store import encode_jpeg, write_frames_db
 from data.transforms import MEAN, STD, default_resize_short, val_transform
 from network import build_model
 from tools import predict
-from tools.video_source import PyAVSource, VideoSourceError, assemble_clips, open_source
+from tools.inference.video_source import PyAVSource, VideoSourceError, assemble_clips, open_source
 from train.checkpoint import FORMAT
 
 CLASSES = ["archery", "bowling", "cycling", "diving"]

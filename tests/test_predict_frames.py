@@ -1,4 +1,4 @@
-"""``tools.predict --frames N`` (fewer frames per clip over the same span) and ``tools.bench_frames``."""
+"""``tools.predict --frames N`` (fewer frames per clip over the same span) and ``tools.bench.frames``."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from tests.test_predict import make_checkpoint, make_dataset, write_video
-from tools import bench_frames, predict
-from tools.video_source import open_source
+from tools import predict
+from tools.bench import frames as bench_frames
+from tools.inference.video_source import open_source
 from train.inference import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,7 +17,7 @@ from network import build_model, load_weights
 from tests.test_predict import make_dataset, write_video
 from tests.train_util import make_store, tiny_train_argv
 from tools import evaluate, export_onnx, predict
-from tools.onnx_predict import load_onnx_model
+from tools.inference.onnx_predict import load_onnx_model
 from train import cli
 from train.inference import CheckpointError, build_val_transform, load_model
 from train.pretrained import torchvision_info
@@ -73,7 +73,7 @@ def test_predict_with_torchvision_weights_names_kinetics_classes(r3d_weights, tm
     assert result["frame_interval"] == 16  # 16 frames at 30/15 fps = a 32-frame span, spread over 2 frames
     assert [r["label"] for r in result["top"]] == [K400[r["index"]] for r in result["top"]]
     # the same clip by hand: the validation sampler's frames, torchvision's own transform and model
-    from tools.video_source import PyAVSource
+    from tools.inference.video_source import PyAVSource
 
     indices = predict.clip_indices(40, 2, 16, 1)[0]
     assert indices[1] - indices[0] == 16

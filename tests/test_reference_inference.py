@@ -25,7 +25,7 @@ from tests.test_predict import make_dataset, write_video
 from tests.test_srtg_family import _mict_reference_state, _randomise_bn, _srtg_reference_state
 from tools import evaluate as ev_tool
 from tools import predict
-from tools.video_source import assemble_clips, open_source
+from tools.inference.video_source import assemble_clips, open_source
 from train.inference import LoadedModel, load_model, override_preprocess
 from train.multiview import view_transform
 
@@ -307,7 +307,7 @@ def test_inspect_model_reads_a_reference_checkpoint_with_its_network(files, caps
 
 
 def test_onnx_metadata_of_an_srtg_checkpoint_keeps_its_bgr_input():
-    from tools.onnx_metadata import model_metadata
+    from tools.inference.onnx_metadata import model_metadata
     from train.reference_checkpoints import REFERENCE_PREPROCESS
 
     meta = model_metadata("srtg_r3d_18", CLASSES, REFERENCE_PREPROCESS["SRTG"], 8, CROP)

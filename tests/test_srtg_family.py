@@ -391,17 +391,6 @@ def test_srtg_layout_bottleneck_and_gated_sr_export_to_onnx(tmp_path):
     assert res.rel_error <= 1e-4
 
 
-def test_bench_models_takes_layout_and_gates_specs(tmp_path):
-    from tools.bench_models import main, split_spec
-
-    assert split_spec("srtg_r3d_18@srtg+gates") == ("srtg_r3d_18", {"layout": "srtg", "temporal_gates": True})
-    out = tmp_path / "bench.md"
-    main(["--models", "ir_csn_50,srtg_ir_csn_50+gates", "--sizes", "2x32x32", "--batches", "1", "--repeats", "1",
-          "--options", "", "--out", str(out), "--log-level", "WARNING"])
-    text = out.read_text()
-    assert "| cpu | ir_csn_50 | 2.87 | 2x32x32 |" in text and "| cpu | srtg_ir_csn_50+gates | 23.05 | 2x32x32 |" in text
-
-
 def test_gated_block_records_its_last_decision():
     sr = SqueezeRecursion(6, mode="raw", temporal_gates=True).eval()
     assert sr.last_consistent is None

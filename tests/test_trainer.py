@@ -254,6 +254,7 @@ def test_both_cycles_off_is_the_plain_baseline_bit_for_bit(store, tmp_path):
     import copy
 
     from data.loader import build_loader
+    from data.transforms import ToTensorNormalize
     from network.sub_batchnorm import SubBatchNorm3d
     from train import cli
     from train.trainer import epoch_seed
@@ -295,6 +296,9 @@ def test_both_cycles_off_is_the_plain_baseline_bit_for_bit(store, tmp_path):
             group["lr"] = 0.01 if epoch == 1 else 0.01 * 0.1
         ref.train()
         for clips, labels, _ in loader:
+            # The workers ship uint8 clips; the reference normalises them as the float pipeline does, per clip.
+            assert clips.dtype == torch.uint8
+            clips = torch.stack([ToTensorNormalize()(c.permute(1, 2, 3, 0).numpy()) for c in clips])
             loss = nn.functional.cross_entropy(ref(clips).float(), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from data.views import MultiViewTransform, view_offsets
+from data.views import MultiViewTransform, average_views, flatten_views, view_offsets
 from tests.test_evaluate import LABELS, LOGITS, LookupModel, _write_checkpoint
 from tests.train_util import make_store
 from tools import evaluate as ev_tool
-from train.multiview import average_views, flatten_views
 from train.trainer import evaluate
 
 torch.set_num_threads(1)
@@ -84,7 +83,7 @@ def test_predict_and_extract_features_average_the_same_three_crop_views_as_evalu
     from data.dataset import VideoDataset
     from tests.test_predict import make_checkpoint, make_dataset
     from tools import extract_features, predict
-    from tools.video_source import open_source
+    from tools.inference.video_source import open_source
     from train.inference import load_model
     from train.multiview import view_transform
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from data.atomic import atomic_write_text
-from tools.video_folder import scan_folder
+from tools.ingest.video_folder import scan_folder
 from train.console import die, setup_logging
 from train.presets import DEMO_MODEL_ARGS, PRESETS
 

@@ -11,7 +11,8 @@ Prints a compact report, section by section, and writes it to `--out` (`device_c
   16x112x112 clips, in fp16 and bf16, through the trainer's own loop (`train.trainer.Trainer`, autocast, GradScaler,
   BN in fp32): finite losses, first and last loss, the GradScaler's scale, time per step, peak memory;
 - ddp: NCCL DistributedDataParallel with world size 1, started by torchrun (gloo on the CPU);
-- store: synthetic videos converted into a frame store at 128x171 (the data of the next sections);
+- store: synthetic videos converted into a frame store at 128x171 (`tools.bench.train_step --store-only`: the data
+  of the next sections);
 - multigrid: a multigrid run through every long-cycle shape (each with its short-cycle crops) with cuDNN
   autotuning on: seconds per epoch;
 - resume: a run killed (SIGKILL) after its first checkpoint and resumed with `--resume auto`, against the same run
@@ -124,7 +125,8 @@ def worker_steps(args: argparse.Namespace, profile: Profile) -> None:
                 if name.startswith("mict") and profile.clip_length < 16:
                     kw["version"] = "v2"  # v1's temporal stride needs 16 frames
                 model = network.build_model(name, 10, **kw).to(device)
-                keep_batchnorm_fp32(model)
+                if mode != "fp32" and device.type != "cuda":
+                    keep_batchnorm_fp32(model)  # as train.builders.prepare does (cuDNN keeps BN in fp32 itself)
                 optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
                 x = torch.randn(profile.step_batch, 3, profile.clip_length, profile.clip_size, profile.clip_size,
                                 device=device)
@@ -208,21 +210,7 @@ def worker_ddp(args: argparse.Namespace, profile: Profile) -> None:
         dist.destroy_process_group()
 
 
-def worker_store(args: argparse.Namespace, profile: Profile) -> None:
-    """Synthetic videos converted by the converter, through the benchmark's own store builder."""
-    from tools.bench.train_step import build_store
-    from train.console import setup_logging
-
-    setup_logging("WARNING")
-    h, w = (int(v) for v in profile.size.split("x"))
-    start = time.perf_counter()
-    store = build_store(Path(args.work), profile.videos, profile.frames, (h, w), 0, os.cpu_count() or 1)
-    emit({"store": {"ok": True, "path": str(store), "videos": profile.videos, "frames": profile.frames,
-                    "size": profile.size, "seconds": time.perf_counter() - start}})
-
-
-WORKERS: dict[str, Callable[[argparse.Namespace, Profile], None]] = {
-    "steps": worker_steps, "ddp": worker_ddp, "store": worker_store}
+WORKERS: dict[str, Callable[[argparse.Namespace, Profile], None]] = {"steps": worker_steps, "ddp": worker_ddp}
 
 
 # -- the orchestrator ---------------------------------------------------------------------------------------------
@@ -346,17 +334,20 @@ def section_ddp(report: Report, args: argparse.Namespace, timeout: float) -> boo
 
 
 def section_store(report: Report, args: argparse.Namespace, timeout: float) -> Path | None:
-    code, tail, results = run_process(_worker_cmd("store", args), timeout)
-    found = [r["store"] for r in results if "store" in r]
-    if code != 0 or not found:
+    profile = TINY if args.tiny else FULL
+    start = time.monotonic()
+    code, tail, _ = run_process(_bench_cmd(args, "--store-only"), timeout)
+    store = Path(args.work) / "store"
+    if code != 0 or not (store / "labels" / "all.csv").is_file():
         report.say(f"store: could not do: {_reason(code, tail)} (it needs PyAV, OpenCV and coloredlogs: bring "
                    f"the missing ones with --wheels)")
         return None
-    s = found[0]
-    report.data["store"] = s
+    s = {"path": str(store), "videos": profile.videos, "frames": profile.frames, "size": profile.size,
+         "seconds": time.monotonic() - start}
+    report.data["store"] = {"ok": True, **s}
     report.say(f"store: {s['videos']} synthetic videos x {s['frames']} frames at {s['size']} converted in "
-               f"{s['seconds']:.0f} s: {s['path']}")
-    return Path(s["path"])
+               f"{s['seconds']:.0f} s: {store}")
+    return store
 
 
 def _train_cmd(args: argparse.Namespace, store: Path, model_dir: Path, *extra: str) -> list[str]:
@@ -441,23 +432,28 @@ def section_resume(report: Report, args: argparse.Namespace, store: Path, timeou
     return equal
 
 
-def section_bench(report: Report, args: argparse.Namespace, timeout: float, *options: str) -> bool:
+def _bench_cmd(args: argparse.Namespace, *options: str) -> list[str]:
+    """`tools.bench.train_step` at the profile's sizes on the work folder's store (the same one every time)."""
     profile = TINY if args.tiny else FULL
-    name = "bench" + "".join("_" + o.strip("-").replace("-", "_") for o in options)
-    out = Path(args.work) / f"{name}.json"
     cmd = [sys.executable, "-m", "tools.bench.train_step", "--networks", args.bench_networks, "--batch-size",
            str(profile.bench_batch), "--workers", str(profile.bench_workers), "--steps", str(profile.bench_steps),
-           "--warmup", str(profile.bench_warmup), "--clip-length", "16", "--clip-size",
-           str(profile.clip_size), "--size", profile.size, "--frames", str(profile.frames), "--videos",
-           str(profile.videos), "--device", args.device, "--data", str(args.work), "--json", str(out),
+           "--warmup", str(profile.bench_warmup), "--clip-length", "16", "--clip-size", str(profile.clip_size),
+           "--size", profile.size, "--frames", str(profile.frames), "--videos", str(profile.videos),
+           "--device", args.device, "--data", str(args.work),
            "--precision", "fp16" if args.device.startswith("cuda") else "fp32", *options]
     if profile.width is not None:
         cmd += ["--width-mult", str(profile.width)]
     if args.tiny:
         cmd += ["--threads", "1"]
-    code, tail, _ = run_process(cmd, timeout)
+    return cmd
+
+
+def section_bench(report: Report, args: argparse.Namespace, timeout: float, *options: str) -> bool:
+    name = "bench" + "".join("_" + o.strip("-").replace("-", "_") for o in options)
+    out = Path(args.work) / f"{name}.json"
+    code, tail, _ = run_process(_bench_cmd(args, "--json", str(out), *options), timeout)
     if code != 0 or not out.is_file():
-        report.say(f"bench: could not do: {_reason(code, tail)}")
+        report.say(f"{name}: could not do: {_reason(code, tail)}")
         return False
     data = json.loads(out.read_text())
     report.data[name] = data

@@ -6,7 +6,7 @@
     python -m tools.export_onnx --all --out-dir onnx_check --width-mult 0.25 --clip-length 16 --crop-size 64
 
 The graph takes ``clip`` ``(batch, 3, T, H, W)`` float32, normalised as in the checkpoint's ``preprocess`` (stored
-in the ONNX metadata with the class names, see `tools.onnx_metadata`), and returns ``logits``
+in the ONNX metadata with the class names, see `tools.inference.onnx_metadata`), and returns ``logits``
 ``(batch, num_classes)``; ``tools.predict --onnx`` runs it from that metadata alone. T and the crop size
 are fixed at export time. Parity: onnxruntime's outputs on random input (batch 1 and 3, so the dynamic axis is
 exercised) must match PyTorch's within ``--rtol`` (1e-4) of the largest PyTorch logit. ``--all`` tries every
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         die("--out MODEL.onnx is required with --checkpoint or --network")
 
     if args.checkpoint or args.weights:
-        from tools.onnx_metadata import model_metadata
+        from tools.inference.onnx_metadata import model_metadata
         from train.inference import CheckpointError, load_model
 
         source = args.checkpoint or args.weights
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         die(f"{name} cannot be exported to ONNX: {e}", code=1)
     except ValueError as e:  # the model's own input check (e.g. too few frames)
         die(str(e))
-    from tools.onnx_metadata import file_summary
+    from tools.inference.onnx_metadata import file_summary
 
     summary = file_summary(res.path)
     row = {"network": name, "ok": True, "input_shape": ["batch", *shape], **res.__dict__,

@@ -15,7 +15,7 @@ Arrays in the file:
 - with ``--per-clip``: ``clip_features`` ``(V*K, F)``, ``clip_video_index`` and ``clip_index`` ``(V*K,)``;
 - ``network``, ``checkpoint``, ``split`` and ``preprocess`` (JSON) describe where the features came from.
 
-``--plot map.png`` also draws the feature-space map (`tools.feature_map`): the features projected to 2-D, each
+``--plot map.png`` also draws the feature-space map (`tools.inference.feature_map`): the features projected to 2-D, each
 video shown as a thumbnail of its middle frame framed in its label's colour.
 """
 from __future__ import annotations
@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           + (f", clip_features {arrays['clip_features'].shape[0]} clips" if args.per_clip else "")
           + f", {len(arrays['classes'])} classes, split {args.split}")
     if args.plot:
-        from tools.feature_map import plot_feature_map
+        from tools.inference.feature_map import plot_feature_map
 
         try:
             summary = plot_feature_map(arrays, args.dataset, args.plot, title=f"{loaded.network}: {args.split}")

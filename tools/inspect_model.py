@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         die("give --network NAME and/or --checkpoint FILE")
     if args.kernel_rows < 1 or args.num_classes < 1:
         die("--kernel-rows and --num-classes must be >= 1")
-    from tools.flops import count_gflops
+    from tools.inference.flops import count_gflops
 
     try:
         model, name, clip, classes = _load(args)

@@ -21,316 +21,37 @@ Conventions
   the like are rejected). ``--label-names underscore`` maps each run of characters other than letters, digits,
   ``-`` and ``_`` to one ``_`` (``passing American football (in game)`` -> ``passing_American_football_in_game``)
   for stores made that way. Rows without a label (an unlabelled test csv) are skipped with a warning.
-- HACS, Moments in Time, Diving-48, Something-Something v2: see ``tools.label_builders``; their ``classes.txt``
-  follows the official index file (Moments, Diving-48, SSv2), so class i means what the dataset means.
+- One module per dataset reads its official files (``tools/labels/<dataset>.py``); ``classes.txt`` follows the
+  official index file where there is one (Moments, Diving-48, SSv2), so class i means what the dataset means.
 - ``--check-root`` lists the videos the frame store lacks (exit status 1), ``--drop-missing`` leaves them out.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import re
 import sys
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from data.labels import (
-    SPLITS,
-    LabelError,
-    Sample,
-    check_name,
-    classes_of,
-    read_classes,
-    safe_video_dir,
-    write_classes,
-    write_labels,
-)
-from tools import label_builders
-from tools.label_builders import find_file, safe_label
-from tools.video_folder import folder_samples, hold_out_val
+from data.labels import LabelError, Sample, classes_of
+from tools.ingest.video_folder import hold_out_val
+from tools.labels.common import underscore_labels
+from tools.labels.diving48 import diving48_samples
+from tools.labels.folder import folder_samples
+from tools.labels.hacs import hacs_samples
+from tools.labels.hmdb51 import hmdb51_samples
+from tools.labels.kinetics import kinetics_samples, read_id_list
+from tools.labels.moments import moments_samples
+from tools.labels.output import check_and_filter, write_dataset
+from tools.labels.sthv2 import sthv2_samples
+from tools.labels.ucf101 import ucf101_samples, ucf_group
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
 
-KINETICS_SPLITS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
-                   "validation": "val", "test": "test", "testing": "test"}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading helpers
-
-
-def _lines(path: Path) -> Iterable[tuple[int, str]]:
-    """(line number, stripped text) of the non-blank lines of a text file; official lists use CRLF and a BOM."""
-    if not path.is_file():
-        raise LabelError(f"{path}: file not found")
-    with open(path, encoding="utf-8-sig", errors="strict") as f:
-        try:
-            for number, line in enumerate(f, 1):
-                text = line.strip()
-                if text:
-                    yield number, text
-        except UnicodeDecodeError as e:
-            raise LabelError(f"{path}: not a UTF-8 text file ({e.reason})") from None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# UCF-101
-
-
-def read_ucf_class_index(path: Path) -> dict[str, int]:
-    """``classInd.txt`` ("1 ApplyEyeMakeup" per line) -> {class: 1-based index}; indices must be 1..N."""
-    classes: dict[str, int] = {}
-    for number, text in _lines(path):
-        parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise LabelError(f"{path}:{number}: expected '<index> <class>', got {text!r}")
-        index, name = int(parts[0]), parts[1]
-        check_name(name, "class", f"{path}:{number}")
-        if name in classes:
-            raise LabelError(f"{path}:{number}: class {name!r} listed twice")
-        classes[name] = index
-    if not classes:
-        raise LabelError(f"{path}: no classes")
-    if sorted(classes.values()) != list(range(1, len(classes) + 1)):
-        raise LabelError(f"{path}: class indices are not 1..{len(classes)}")
-    return classes
-
-
-def _ucf_entry(path: Path, number: int, text: str, class_index: dict[str, int], with_label: bool) -> Sample | str:
-    parts = text.split()
-    if len(parts) not in ((1, 2) if with_label else (1,)):
-        expected = "'<class>/<video>.avi [<index>]'" if with_label else "'<class>/<video>.avi'"
-        raise LabelError(f"{path}:{number}: expected {expected}, got {text!r}")
-    where = f"{path}:{number}"
-    pieces = parts[0].replace("\\", "/").split("/")
-    if len(pieces) != 2:
-        raise LabelError(f"{where}: expected '<class>/<video file>', got {parts[0]!r}")
-    label, filename = pieces
-    check_name(label, "label", where)
-    check_name(filename, "video file", where)
-    video_id = Path(filename).stem
-    check_name(video_id, "video id", where)
-    if label not in class_index:
-        raise LabelError(f"{where}: unknown class {label!r} (not in classInd.txt)")
-    if len(parts) == 2:
-        if not parts[1].isdigit():
-            raise LabelError(f"{where}: class index {parts[1]!r} is not a number")
-        if int(parts[1]) != class_index[label]:
-            raise LabelError(f"{where}: class index {parts[1]} does not match {label!r} "
-                             f"(classInd.txt says {class_index[label]})")
-    return Sample(video_id=video_id, label=label, split="train")
-
-
-def ucf101_samples(splits_dir: str | Path, split: int, test_as: str = "val") -> tuple[list[Sample], list[str]]:
-    """Samples of official split `split` (1-3): ``trainlist0N.txt`` -> train, ``testlist0N.txt`` -> `test_as`."""
-    splits_dir = Path(splits_dir)
-    class_file = find_file(splits_dir, "classInd.txt")
-    class_index = read_ucf_class_index(class_file)
-    samples: list[Sample] = []
-    seen: dict[tuple[str, str], str] = {}
-    for kind, split_name in (("train", "train"), ("test", test_as)):
-        path = find_file(splits_dir, f"{kind}list{split:02d}.txt")
-        for number, text in _lines(path):
-            s = _ucf_entry(path, number, text, class_index, with_label=(kind == "train"))
-            key = (s.label, s.video_id)
-            if key in seen:
-                raise LabelError(f"{path}:{number}: video {s.label}/{s.video_id} already listed at {seen[key]}")
-            seen[key] = f"{path.name}:{number}"
-            samples.append(Sample(s.video_id, s.label, split_name))
-    return samples, sorted(class_index)
-
-
-def ucf_group(sample: Sample) -> str:
-    """UCF-101 group (``v_Class_g08_c01`` -> ``g08``): clips of one group come from one long video."""
-    match = re.search(r"_(g\d+)_c\d+$", sample.video_id)
-    return match.group(1) if match else sample.video_id
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# HMDB-51
-
-_HMDB_FILE = re.compile(r"^(?P<label>.+)_test_split(?P<split>\d+)\.txt$")
-_HMDB_CODES = {"1": "train", "2": "test", "0": None}
-
-
-def hmdb51_samples(splits_dir: str | Path, split: int, test_as: str = "val") -> tuple[list[Sample], list[str]]:
-    """Samples of official split `split` from the per-class ``<class>_test_split<N>.txt`` files
-    (lines ``<video>.avi <0|1|2>``: 1 train, 2 test -> `test_as`, 0 unused)."""
-    splits_dir = Path(splits_dir)
-    if not splits_dir.is_dir():
-        raise LabelError(f"{splits_dir}: annotation folder not found")
-    files = {m.group("label"): {} for p in splits_dir.iterdir() if (m := _HMDB_FILE.match(p.name))}
-    if not files:
-        nested = sorted({p.parent for p in splits_dir.glob("*/*_test_split*.txt")})
-        if nested:
-            return hmdb51_samples(nested[0], split, test_as)
-        raise LabelError(f"{splits_dir}: no '<class>_test_split<N>.txt' files")
-    samples: list[Sample] = []
-    seen: dict[tuple[str, str], str] = {}
-    for label in sorted(files):
-        path = splits_dir / f"{label}_test_split{split}.txt"
-        check_name(label, "label", str(path))
-        for number, text in _lines(path):
-            where = f"{path}:{number}"
-            parts = text.split()
-            if len(parts) != 2 or parts[1] not in _HMDB_CODES:
-                raise LabelError(f"{where}: expected '<video>.avi <0|1|2>', got {text!r}")
-            check_name(parts[0], "video file", where)
-            split_name = _HMDB_CODES[parts[1]]
-            if split_name is None:
-                continue
-            video_id = check_name(Path(parts[0]).stem, "video id", where)
-            key = (label, video_id)
-            if key in seen:
-                raise LabelError(f"{where}: video {label}/{video_id} already listed at {seen[key]}")
-            seen[key] = f"{path.name}:{number}"
-            samples.append(Sample(video_id, label, "train" if split_name == "train" else test_as))
-    return samples, sorted(files)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Kinetics
-
-
-def kinetics_video_id(youtube_id: str, time_start: float, time_end: float) -> str:
-    """``<youtube_id>_<start:06d>_<end:06d>``, the name every Kinetics download script gives a clip."""
-    return f"{youtube_id}_{int(time_start):06d}_{int(time_end):06d}"
-
-
-def kinetics_samples(csv_paths: Sequence[str | Path], label_names: str = "keep",
-                     ids: set[str] | None = None) -> tuple[list[Sample], list[str]]:
-    """Samples of the official Kinetics csv files (``label,youtube_id,time_start,time_end,split[,is_cc]``; the
-    test csv may lack ``label``). Unlabelled rows are skipped with a warning; `ids` keeps only those youtube ids
-    (e.g. the Mini-Kinetics-200 lists); a repeated clip keeps its first row."""
-    if label_names not in ("keep", "underscore"):
-        raise ValueError(f"label_names must be 'keep' or 'underscore', got {label_names!r}")
-    samples: list[Sample] = []
-    seen: dict[str, tuple[str, str]] = {}
-    unlabelled = repeated = 0
-    renamed: dict[str, str] = {}
-    for csv_path in csv_paths:
-        path = Path(csv_path)
-        if not path.is_file():
-            raise LabelError(f"{path}: file not found")
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            header = [h.strip() for h in reader.fieldnames or []]
-            missing = [c for c in ("youtube_id", "time_start", "time_end", "split") if c not in header]
-            if missing:
-                raise LabelError(f"{path}:1: header lacks {missing}; expected "
-                                 "label,youtube_id,time_start,time_end,split[,is_cc]")
-            reader.fieldnames = header
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                if None in row or any(row.get(c) is None for c in header):
-                    raise LabelError(f"{where}: expected {len(header)} fields")
-                youtube_id = row["youtube_id"].strip()
-                check_name(youtube_id, "youtube id", where)
-                try:
-                    start, end = float(row["time_start"]), float(row["time_end"])
-                except ValueError:
-                    raise LabelError(f"{where}: time_start/time_end {row['time_start']!r}, {row['time_end']!r} "
-                                     "are not numbers") from None
-                if not 0 <= start < end:
-                    raise LabelError(f"{where}: need 0 <= time_start < time_end, got {start}, {end}")
-                split = KINETICS_SPLITS.get(row["split"].strip().lower())
-                if split is None:
-                    raise LabelError(f"{where}: unknown split {row['split']!r}")
-                if ids is not None and youtube_id not in ids:
-                    continue
-                raw = (row.get("label") or "").strip()
-                if not raw:
-                    unlabelled += 1
-                    continue
-                label = raw if label_names == "keep" else safe_label(raw)
-                check_name(label, "label", where)
-                if renamed.setdefault(label, raw) != raw:
-                    raise LabelError(f"{where}: labels {raw!r} and {renamed[label]!r} both become {label!r}")
-                video_id = kinetics_video_id(youtube_id, start, end)
-                if video_id in seen:
-                    repeated += 1
-                    if seen[video_id][0] != label:
-                        log.warning("%s: clip %s is labelled %r here and %r at %s; keeping the first",
-                                    where, video_id, label, *seen[video_id])
-                    continue
-                seen[video_id] = (label, where)
-                samples.append(Sample(video_id, label, split, start, end))
-    if unlabelled:
-        log.warning("skipped %d rows without a label (no class folder to put them in)", unlabelled)
-    if repeated:
-        log.warning("skipped %d repeated clips", repeated)
-    if not samples:
-        raise LabelError(f"{', '.join(map(str, csv_paths))}: no labelled clips")
-    return samples, classes_of(samples)
-
-
-def read_id_list(path: str | Path) -> set[str]:
-    """One youtube id per line (the first whitespace-separated field; a csv row's first column also works)."""
-    return {text.split()[0].split(",")[0] for _, text in _lines(Path(path))}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Output
-
-
-def video_present(root: Path, sample: Sample) -> bool:
-    """Whether the frame store holds the video (a ``frames.db`` in its folder)."""
-    return (safe_video_dir(root, sample.label, sample.video_id) / "frames.db").is_file()
-
-
-def missing_videos(root: str | Path, samples: Iterable[Sample]) -> list[Sample]:
-    """The samples whose ``<root>/jpg/<label>/<video_id>/frames.db`` does not exist."""
-    root = Path(root)
-    if not (root / "jpg").is_dir():
-        raise LabelError(f"{root}: no frame store (expected {root / 'jpg'}; run tools.convert first)")
-    return [s for s in samples if not video_present(root, s)]
-
-
-def write_dataset(root: str | Path, name: str, samples: list[Sample], classes: list[str]) -> Path:
-    """Write ``<root>/labels/<name>.csv`` and ``<root>/classes.txt`` (warning when an existing list differs)."""
-    root = Path(root)
-    for s in samples:
-        safe_video_dir(root, s.label, s.video_id, where=f"{name}.csv video {s.label}/{s.video_id}")
-    unknown = sorted({s.label for s in samples} - set(classes))
-    if unknown:
-        raise LabelError(f"labels {unknown[:5]} are not in the class list")
-    class_file = root / "classes.txt"
-    if class_file.is_file():
-        try:
-            old = read_classes(class_file)
-        except LabelError:
-            old = None
-        if old is not None and old != classes:
-            log.warning("%s: replacing a different class list (%d classes, now %d)", class_file, len(old),
-                        len(classes))
-    write_classes(class_file, classes)
-    csv_path = root / "labels" / f"{name}.csv"
-    write_labels(csv_path, samples)
-    counts = Counter(s.split for s in samples)
-    log.info("%s: %d videos (%s), %d classes", csv_path, len(samples),
-             ", ".join(f"{counts[k]} {k}" for k in SPLITS if counts[k]), len(classes))
-    return csv_path
-
-
-def _check_and_filter(root: Path, samples: list[Sample], check: bool, drop: bool) -> tuple[list[Sample], int]:
-    if not (check or drop):
-        return samples, 0
-    missing = missing_videos(root, samples)
-    if missing:
-        shown = ", ".join(f"{s.label}/{s.video_id}" for s in missing[:10])
-        log.warning("%d of %d videos are not in %s/jpg: %s%s", len(missing), len(samples), root, shown,
-                    " ..." if len(missing) > 10 else "")
-    if drop:
-        gone = {(s.label, s.video_id) for s in missing}
-        return [s for s in samples if (s.label, s.video_id) not in gone], 0
-    return samples, len(missing)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI
+# The datasets whose annotations give samples and classes in one call.
+ANNOTATION_READERS = {"hacs": hacs_samples, "moments": moments_samples, "diving48": diving48_samples,
+                      "sthv2": sthv2_samples}
 
 
 def _split_args(parser: argparse.ArgumentParser) -> None:
@@ -418,10 +139,10 @@ def run(args: argparse.Namespace) -> int:
                              f"expected {args.variant} for Kinetics-{args.variant}")
         name = args.name or (f"kinetics{args.variant}" if args.variant else "kinetics")
         jobs.append((name, samples, classes))
-    elif args.format in ("hacs", "moments", "diving48", "sthv2"):
-        samples, classes = getattr(label_builders, f"{args.format}_samples")(args.annotations)
+    elif args.format in ANNOTATION_READERS:
+        samples, classes = ANNOTATION_READERS[args.format](args.annotations)
         if getattr(args, "label_names", "keep") == "underscore":
-            samples, classes = label_builders.underscore_labels(samples, classes)
+            samples, classes = underscore_labels(samples, classes)
         jobs.append((args.name or args.format, samples, classes))
     else:
         if not 0 <= args.val_fraction < 1:
@@ -431,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
     status = 0
     for name, samples, classes in jobs:
-        kept, n_missing = _check_and_filter(args.root, samples, args.check_root, args.drop_missing)
+        kept, n_missing = check_and_filter(args.root, samples, args.check_root, args.drop_missing)
         if not kept:
             raise LabelError(f"{args.root}: none of the {len(samples)} videos of {name} is in the frame store")
         write_dataset(args.root, name, kept, classes)

@@ -39,8 +39,8 @@ from data.atomic import atomic_write_text
 from data.labels import read_classes
 from data.sampling import UniformClipSampler, clip_span
 from data.views import CROP_CHOICES
-from tools.timeline_plot import save_timeline_png, thumbnail, timeline_png_path
-from tools.video_source import VideoSource, VideoSourceError, assemble_clips, is_frame_store, open_source
+from tools.inference.timeline_plot import save_timeline_png, thumbnail, timeline_png_path
+from tools.inference.video_source import VideoSource, VideoSourceError, assemble_clips, is_frame_store, open_source
 from train.console import add_process_options, die, start_process
 from train.inference import (
     CLASSES_HELP,
@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {"clip_length": args.clip_length, "frame_interval": args.frame_interval, "crop_size": args.crop_size}
     try:
         if args.onnx:
-            from tools.onnx_predict import load_onnx_model
+            from tools.inference.onnx_predict import load_onnx_model
 
             if args.frames is not None:
                 die(f"{args.onnx}: an ONNX graph has a fixed clip length; export it again with --clip-length "

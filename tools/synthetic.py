@@ -34,6 +34,8 @@ from tqdm import tqdm
 
 from data.atomic import atomic_path
 from data.fork_safety import fork_context, opencv_single_threaded
+from data.index import IndexEntry, add_entries, index_path
+from data.labels import Sample, write_classes, write_labels
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
@@ -282,6 +284,32 @@ def generate(out_dir: str | os.PathLike, classes: int = DEFAULT_CLASSES,
                 bar.update()
     bar.close()
     return sorted(Path(p) for p in paths)
+
+
+def build_layout(root: Path, n_videos: int, n_classes: int, seed: int = 0) -> None:
+    """A markers-only frame store of `n_videos` videos (an ``n_frames`` marker each, no frames: opening a dataset
+    needs none), its labels, classes and index; skipped if already complete."""
+    done = root / ".layout_complete"
+    if done.is_file() and done.read_text() == f"{n_videos} {n_classes} {seed}\n":
+        return
+    rng = np.random.default_rng(seed)
+    classes = [f"class {c:03d} (synthetic)" for c in range(n_classes)]
+    counts = rng.integers(30, 301, size=n_videos)
+    samples, entries = [], []
+    for i in tqdm(range(n_videos), desc=f"layout {n_videos}", unit="video", mininterval=5):
+        label = classes[i % n_classes]
+        video_id = f"yt{i:09d}_{i % 97:06d}_{i % 97 + 10:06d}"  # Kinetics-like ids
+        d = root / "jpg" / label / video_id
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "n_frames").write_text(f"{counts[i]}\n")
+        split = "val" if i % 10 == 0 else "train"
+        samples.append(Sample(video_id, label, split))
+        entries.append(IndexEntry(label, video_id, int(counts[i]), 256, 340, 30.0, 0, None, 0, True))
+    write_labels(root / "labels" / "all.csv", samples)
+    write_classes(root / "classes.txt", classes)
+    index_path(root).unlink(missing_ok=True)
+    add_entries(root, entries)
+    done.write_text(f"{n_videos} {n_classes} {seed}\n")
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -31,9 +31,9 @@ from data.atomic import atomic_write
 from data.integrity import VideoCheck, check_video
 from data.labels import LabelError, read_labels
 from data.store import DB_NAME, N_FRAMES_NAME, TMP_NAME
-from tools.convert import DEFAULT_QUALITY, Job, convert_video
-from tools.jpeg_encoders import DEFAULT_ENCODER, DEFAULT_QSCALE
-from tools.video_folder import VIDEO_EXTENSIONS
+from tools.ingest.jobs import DEFAULT_QUALITY, Job, convert_video
+from tools.ingest.jpeg_encoders import DEFAULT_ENCODER, DEFAULT_QSCALE
+from tools.ingest.video_folder import VIDEO_EXTENSIONS
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)

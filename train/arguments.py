@@ -13,11 +13,16 @@ from train.distributed import parse_gpus
 from train.precision import PRECISIONS
 
 __all__ = ["build_parser", "parse_args", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
-           "model_arg", "DEBUG_BATCHES", "PRECISE_BN_BATCHES"]
+           "model_arg", "DEBUG_BATCHES", "PRECISE_BN_BATCHES", "SYNC_BN_MULTIGRID", "check_sync_bn_multigrid",
+           "check_compile_compatible"]
 
 DEBUG_BATCHES = 3  # train and val batches per epoch in --debug-mode
 # Base-shape batches that precise BN averages over by default with multigrid (train.precise_bn).
 PRECISE_BN_BATCHES = 20
+
+SYNC_BN_MULTIGRID = ("--sync-bn cannot be combined with --long-cycles/--short-cycles: multigrid normalises fixed "
+                     "groups of clips in each process (sub-batch BN), which SyncBatchNorm would replace by "
+                     "statistics over every process's whole batch; leave out --sync-bn")
 
 
 def _number_type(convert: Callable[[str], float], ok: Callable[[float], bool], what: str) -> Callable[[str], Any]:
@@ -197,6 +202,29 @@ def build_parser(defaults: dict[str, Any] | None = None,
     return p
 
 
+def _multigrid(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "long_cycles", False) or getattr(args, "short_cycles", False))
+
+
+def check_sync_bn_multigrid(args: argparse.Namespace) -> None:
+    """`ValueError` (one line) for `--sync-bn` with multigrid, whose sub-batch BN the conversion would drop."""
+    if getattr(args, "sync_bn", False) and _multigrid(args):
+        raise ValueError(SYNC_BN_MULTIGRID)
+
+
+def check_compile_compatible(args: argparse.Namespace) -> None:
+    """`ValueError` (one line) when `--compile` cannot pay off with the other options.
+
+    Multigrid changes the clip shape from epoch to epoch and, with the short cycle, from batch to batch: a
+    compiled model would recompile for every shape (8 long-cycle shapes x 3 short-cycle crops), hitting
+    torch.compile's recompile limit at the 9th and falling back to eager there, after paying every compilation.
+    """
+    if getattr(args, "compile", False) and _multigrid(args):
+        raise ValueError("--compile cannot be combined with --long-cycles/--short-cycles: every multigrid shape "
+                         "would compile the model again (torch.compile gives up after 8); leave out --compile "
+                         "or the multigrid cycles")
+
+
 def parse_args(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = None,
                extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     """Parse and cross-check the arguments (argparse exits with code 2 and a usage line on errors)."""
@@ -224,6 +252,11 @@ def parse_args(argv: Sequence[str] | None = None, defaults: dict[str, Any] | Non
         p.error("--mix-prob and --mix-switch-prob must be in [0, 1]")
     if args.ema is not None and not 0 < args.ema < 1:
         p.error(f"--ema takes a decay in (0, 1), e.g. 0.999, got {args.ema}")
+    for check in (check_sync_bn_multigrid, check_compile_compatible):
+        try:
+            check(args)
+        except ValueError as e:
+            p.error(str(e))
     if args.model_dir is None:
         args.model_dir = Path("runs") / (args.dataset.resolve().name or "dataset") / args.network
     if args.log_file is None:

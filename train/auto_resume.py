@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
-from train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, numbered_checkpoints
 
 __all__ = ["mid_checkpoint_path", "list_mid_checkpoints", "resume_candidates", "find_resume_checkpoint"]
 
@@ -26,14 +25,7 @@ def mid_checkpoint_path(model_dir: str | os.PathLike, network: str, epoch: int, 
 
 def list_mid_checkpoints(model_dir: str | os.PathLike, network: str) -> dict[tuple[int, int], Path]:
     """(epoch, batches done) -> path of the mid-epoch checkpoints of `network` in `model_dir`, in order."""
-    pattern = re.compile(rf"^{re.escape(network)}_ep-(\d+)_batch-(\d+)\.pth$")
-    found = {}
-    if Path(model_dir).is_dir():
-        for p in Path(model_dir).iterdir():
-            m = pattern.match(p.name)
-            if m:
-                found[(int(m.group(1)), int(m.group(2)))] = p
-    return dict(sorted(found.items()))
+    return numbered_checkpoints(model_dir, network, r"ep-(\d+)_batch-(\d+)")
 
 
 def resume_candidates(model_dir: str | os.PathLike, network: str) -> list[Path]:

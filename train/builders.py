@@ -21,14 +21,14 @@ from torch import nn
 import network
 from data import VideoDataset, build_loader, train_transform, val_transform
 from data.labels import read_labels
-from data.transforms import MEAN, STD, default_resize_short
+from data.transforms import MEAN, STD, NormalizeBatch, default_resize_short
 from network.sub_batchnorm import convert_sub_batchnorm
 from train.arguments import DEBUG_BATCHES, PRECISE_BN_BATCHES
 from train.auto_resume import find_resume_checkpoint
 from train.callbacks import Callback, CallbackList, Checkpointer, CSVHistory, MetricPrinter, PlotCurves, SpeedMonitor
 from train.checkpoint import CheckpointError, check_same_model, checkpoint_path, list_checkpoints, load_checkpoint
-from train.distributed import DistInfo, ShardSampler, select_device
-from train.speed_options import check_speed_options, compile_model, configure_model, wrap_input
+from train.determinism import check_deterministic, enable_deterministic, replace_global_pooling
+from train.distributed import DistInfo, ShardSampler, select_device, use_device
 from train.loaders import FixedLoader, MultigridLoaders
 from train.lr_schedule import StepLRSchedule
 from train.multigrid import MultigridSchedule
@@ -37,6 +37,7 @@ from train.precision import Precision, keep_batchnorm_fp32
 from train.pretrained import TORCHVISION_VIDEO_MODELS, missing_weights_message
 from train.recipe import build_criterion, build_ema, build_mixer, build_preemption, build_sync_bn
 from train.size_checks import check_clip_fits
+from train.speed_options import compile_model, configure_model, wrap_input
 from train.temporal_gates import temporal_gates_callbacks
 from train.trainer import LoaderFactory, Trainer, seed_everything
 
@@ -128,11 +129,15 @@ def _train_dataset(args: argparse.Namespace, resize_short: int, classes: list[st
     return VideoDataset(args.dataset, args.labels, split=args.train_split, clip_length=args.clip_length,
                         frame_interval=list(args.train_frame_interval), classes=classes,
                         transform=train_transform(args.clip_size, resize_short, flip=args.flip,
-                                                  color_jitter=args.color_jitter, srtg_augment=args.srtg_augment))
+                                                  color_jitter=args.color_jitter, srtg_augment=args.srtg_augment,
+                                                  normalize=False))
 
 
 def build_datasets(args: argparse.Namespace) -> Datasets:
-    """The training set and, when the label CSV has the validation split, the validation set."""
+    """The training set and, when the label CSV has the validation split, the validation set.
+
+    Both give uint8 clips: the trainer normalises each batch on its device (`data.transforms.NormalizeBatch`).
+    """
     resize_short = args.resize_short or default_resize_short(args.clip_size)
     train_ds = _train_dataset(args, resize_short)
     check_clip_fits(train_ds, args.clip_size, resize_short)
@@ -141,7 +146,7 @@ def build_datasets(args: argparse.Namespace) -> Datasets:
     if any(s.split == args.val_split for s in read_labels(train_ds.labels_csv)):
         val_ds = VideoDataset(args.dataset, args.labels, split=args.val_split, clip_length=args.clip_length,
                               frame_interval=args.val_frame_interval, classes=classes,
-                              transform=val_transform(args.clip_size, resize_short),
+                              transform=val_transform(args.clip_size, resize_short, normalize=False),
                               clips_per_video=args.val_clips_per_video, train=False)
     else:
         log.warning("no %r split in %s: training without validation (no best checkpoint)", args.val_split,
@@ -242,7 +247,8 @@ def build_precise_bn(args: argparse.Namespace, data: Datasets, multigrid: Multig
     precise_bn = PreciseBN(
         lambda: build_loader(bn_ds, args.batch_size, train=True, workers=args.workers, seed=args.random_seed + 1,
                              distributed=dist_info.distributed),
-        batches, args.clip_length, args.clip_size, dataset=bn_ds, always=multigrid is None)
+        batches, args.clip_length, args.clip_size, dataset=bn_ds, always=multigrid is None,
+        input_transform=NormalizeBatch(MEAN, STD))
     if dist_info.is_main:
         log.info("precise BN: BN statistics recomputed over %d base-shape training batches before each "
                  "validation and at the end", batches)
@@ -330,17 +336,29 @@ def _restore(trainer: Trainer, ckpt: dict[str, Any], path: Path, end_epoch: int)
     log.info("resumed from %s: continuing at epoch %d", path, trainer.start_epoch)
 
 
+def _make_deterministic(model: nn.Module, args: argparse.Namespace, precision: Precision,
+                        device: torch.device) -> None:
+    """Swap in deterministic equivalents; on CUDA, refuse a model that still uses a non-deterministic kernel."""
+    replaced = replace_global_pooling(model)
+    if replaced:
+        log.debug("--deterministic: %d global average poolings computed as means", replaced)
+    if device.type == "cuda":
+        clips = torch.randn(2, 3, args.clip_length, args.clip_size, args.clip_size, device=device)
+        check_deterministic(model, clips, precision.autocast, args.network)
+
+
 def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
             extra_callbacks: Sequence[Callback] = ()) -> Setup:
     """Build datasets, model, optimizer, schedule, loaders, callbacks and the trainer (resumed if asked)."""
-    dist_info = dist_info or DistInfo(device=select_device(args.gpus))
+    dist_info = dist_info or DistInfo(device=use_device(select_device(args.gpus)))
     device = dist_info.device
-    check_speed_options(args)
     seed_everything(args.random_seed)
     if args.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not args.deterministic
+        enable_deterministic()
+    elif device.type == "cuda":
+        # cuDNN tunes each input shape once per process and caches the choice: multigrid's shapes are tuned the
+        # first time they come and reused in every later epoch (docs/training.md, GPU).
+        torch.backends.cudnn.benchmark = True
 
     data = build_datasets(args)
     resumed_from, resume = _load_resume(args, len(data.classes), data.classes)
@@ -352,16 +370,24 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
         model = convert_sub_batchnorm(model, multigrid.bn_group_size)
 
     model.to(device)
-    if args.precision != "fp32":
-        keep_batchnorm_fp32(model)
     configure_model(model, args)
     precision = Precision(args.precision, device)
+    if args.precision == "bf16" and device.type == "cpu" and dist_info.is_main:
+        log.warning("--precision bf16 on the CPU: oneDNN's AVX-512 bf16 convolutions have returned wrong weight "
+                    "gradients (finite, up to 1e35) now and then on some CPUs, so a run can differ run to run; "
+                    "prefer fp32 on the CPU, or set ONEDNN_MAX_CPU_ISA=AVX2 (docs/training.md, GPU)")
+    if args.deterministic:
+        _make_deterministic(model, args, precision, device)
     optimizer = build_optimizer(_param_groups(model, args), args)
     scheduler = StepLRSchedule(optimizer, args.lr_base, lr_steps, args.lr_factor, args.warmup_epochs)
     train_loaders = build_train_loaders(args, data, multigrid, dist_info)
     precise_bn = build_precise_bn(args, data, multigrid, dist_info)
     val_loader = build_val_loader(args, data, dist_info)
     model = build_sync_bn(model, args, dist_info)
+    if args.precision != "fp32" and device.type != "cuda":
+        # After the SyncBN conversion, which would drop the hooks. Not on CUDA: cuDNN keeps BN statistics in
+        # fp32 for half inputs, and fp32 copies before every BN would more than double the saved activations.
+        keep_batchnorm_fp32(model)
     ema = build_ema(model, args)
     ddp_model: nn.Module = wrap_input(model, args)
     if dist_info.distributed:
@@ -377,7 +403,8 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
                       val_frequency=args.val_frequency, max_nonfinite=args.max_nonfinite,
                       clip_grad_norm=args.clip_grad_norm, precise_bn=precise_bn,
                       criterion=build_criterion(args), mixer=build_mixer(args), ema=ema,
-                      grad_accum=args.grad_accum, preemption=build_preemption(args))
+                      grad_accum=args.grad_accum, preemption=build_preemption(args),
+                      metrics_interval=args.log_interval, input_transform=NormalizeBatch(MEAN, STD))
     if resume is not None:
         _restore(trainer, resume, resumed_from, end_epoch)
     elif dist_info.is_main and list_checkpoints(args.model_dir, args.network):

@@ -23,6 +23,7 @@ from network.weights import CheckpointError
 __all__ = [
     "CheckpointError", "FORMAT", "best_checkpoint_path", "build_model_from_checkpoint", "capture_rng_state",
     "check_same_model", "checkpoint_path", "CheckpointWriteError", "list_checkpoints", "load_checkpoint",
+    "numbered_checkpoints",
     "model_state_dict", "nonfinite_tensors", "remove_stale_temp_files", "restore_rng_state", "save_checkpoint", "unwrap_model", "validate_checkpoint",
 ]
 
@@ -41,16 +42,22 @@ def best_checkpoint_path(model_dir: str | os.PathLike, network: str) -> Path:
     return Path(model_dir) / f"{network}_best.pth"
 
 
-def list_checkpoints(model_dir: str | os.PathLike, network: str) -> dict[int, Path]:
-    """Epoch -> path of the per-epoch checkpoints of `network` in `model_dir`."""
-    pattern = re.compile(rf"^{re.escape(network)}_ep-(\d+)\.pth$")
+def numbered_checkpoints(model_dir: str | os.PathLike, network: str, numbers: str) -> dict[tuple[int, ...], Path]:
+    """The checkpoints ``<network>_<numbers>.pth`` in `model_dir` (`numbers` a regex whose groups are integers,
+    e.g. ``ep-(\\d+)``), keyed by those integers, in order."""
+    pattern = re.compile(rf"^{re.escape(network)}_{numbers}\.pth$")
     found = {}
     if Path(model_dir).is_dir():
         for p in Path(model_dir).iterdir():
             m = pattern.match(p.name)
             if m:
-                found[int(m.group(1))] = p
+                found[tuple(int(g) for g in m.groups())] = p
     return dict(sorted(found.items()))
+
+
+def list_checkpoints(model_dir: str | os.PathLike, network: str) -> dict[int, Path]:
+    """Epoch -> path of the per-epoch checkpoints of `network` in `model_dir`, in order."""
+    return {epoch: p for (epoch,), p in numbered_checkpoints(model_dir, network, r"ep-(\d+)").items()}
 
 
 class CheckpointWriteError(OSError):

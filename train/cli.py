@@ -31,6 +31,7 @@ from train.arguments import build_parser, parse_args
 from train.builders import Setup, prepare, resume_path
 from train.checkpoint import CheckpointWriteError, best_checkpoint_path, load_checkpoint
 from train.console import die, setup_logging
+from train.determinism import enable_deterministic
 from train.distributed import (
     DistInfo,
     DistributedSetupError,
@@ -172,6 +173,8 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
          extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """Entry point of `python -m train` and the per-dataset scripts; returns the exit code (0)."""
     args = parse_args(argv, defaults, extra_args)
+    if args.deterministic:
+        enable_deterministic()  # before anything touches CUDA: cuBLAS reads its workspace setting once
     try:
         if args.gpus and len(args.gpus) > 1 and not launched_by_torchrun():
             select_device(args.gpus)  # no GPUs at all: say that first

@@ -80,17 +80,26 @@ def select_device(gpus: list[int] | None, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def use_device(device: torch.device) -> torch.device:
+    """Make `device` this process's current CUDA device (a no-op on the CPU); returns it.
+
+    Whatever runs on "the current device" then uses it, not GPU 0: the DataLoader's pin-memory thread, kernels
+    launched without an explicit device, NCCL. Without it, `--gpus 2` in one process also opens a context on GPU 0.
+    """
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
 def init_distributed(gpus: list[int] | None = None, backend: str | None = None,
                      timeout_s: float = 1800.0) -> DistInfo:
     """Initialise the default process group from the torchrun environment (no-op for a single process)."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) <= 1:
-        return DistInfo(device=select_device(gpus, 0))
+        return DistInfo(device=use_device(select_device(gpus, 0)))
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    device = select_device(gpus, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    device = use_device(select_device(gpus, local_rank))
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     if not dist.is_initialized():
         import datetime

@@ -12,15 +12,20 @@ import numpy as np
 import torch
 
 
-def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
-    """Number of samples whose target is among the `k` highest scores, for each `k` (clamped to the classes)."""
+def topk_hits(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> torch.Tensor:
+    """`topk_correct` as an int64 tensor on the logits' device (nothing is read back to the host)."""
     if logits.ndim != 2 or target.ndim != 1 or logits.shape[0] != target.shape[0]:
         raise ValueError(f"topk_correct expects logits (N, C) and target (N,), got {tuple(logits.shape)} "
                          f"and {tuple(target.shape)}")
     max_k = min(max(ks), logits.shape[1])
     top = logits.topk(max_k, dim=1).indices  # (N, max_k)
     hits = top.eq(target.unsqueeze(1))
-    return [int(hits[:, : min(k, max_k)].any(dim=1).sum().item()) for k in ks]
+    return torch.stack([hits[:, : min(k, max_k)].any(dim=1).sum() for k in ks])
+
+
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
+    """Number of samples whose target is among the `k` highest scores, for each `k` (clamped to the classes)."""
+    return [int(v) for v in topk_hits(logits, target, ks).tolist()]
 
 
 class WindowAverage:

@@ -97,18 +97,29 @@ class ClipMixer:
         if clips.dim() != 5:
             raise ValueError(f"expected clips (N, C, T, H, W), got shape {tuple(clips.shape)}")
         n, _, _, h, w = clips.shape
+        decisions = self.decisions(n, h, w)
+        # The decisions are drawn on the host; the batch is mixed with a few whole-batch kernels and never read
+        # back, so a device batch costs no synchronisation.
         partner = torch.arange(n - 1, -1, -1, device=clips.device)
-        source = clips.clone()  # mix from the unmixed batch: clip i and its partner may both be mixed
+        source = clips[partner]  # a copy: clip i and its partner may both be mixed
+        lams = [lam for _, lam, _ in decisions]
+        mixup = [mode == "mixup" for mode, _, _ in decisions]
+        if any(mixup):
+            # 1 - lam is rounded from float64 as a Python scalar would be, so the result is the per-clip one.
+            keep = torch.tensor([lam if m else 1.0 for m, lam in zip(mixup, lams)], dtype=clips.dtype)
+            take = torch.tensor([1.0 - lam if m else 0.0 for m, lam in zip(mixup, lams)], dtype=clips.dtype)
+            rows = torch.tensor(mixup).to(clips.device, non_blocking=True).view(n, 1, 1, 1, 1)
+            mixed = (keep.to(clips.device, non_blocking=True).view(n, 1, 1, 1, 1) * clips
+                     + take.to(clips.device, non_blocking=True).view(n, 1, 1, 1, 1) * source)
+            clips = torch.where(rows, mixed, clips)
+        boxes = [box if mode == "cutmix" else (0, 0, 0, 0) for mode, _, box in decisions]
+        if any(mode == "cutmix" for mode, _, _ in decisions):
+            b = torch.tensor(boxes, dtype=torch.int64)
+            ys, xs = torch.arange(h), torch.arange(w)
+            inside = (((ys >= b[:, 0:1]) & (ys < b[:, 1:2])).view(n, h, 1)
+                      & ((xs >= b[:, 2:3]) & (xs < b[:, 3:4])).view(n, 1, w))
+            clips = torch.where(inside.to(clips.device, non_blocking=True).view(n, 1, 1, h, w), source, clips)
         onehot = torch.nn.functional.one_hot(labels, num_classes).to(torch.float32)
-        lams = torch.ones(n, dtype=torch.float32)
-        for i, (mode, lam, box) in enumerate(self.decisions(n, h, w)):
-            j = int(partner[i])
-            if mode == "mixup":
-                clips[i] = lam * source[i] + (1.0 - lam) * source[j]
-            elif mode == "cutmix":
-                y0, y1, x0, x1 = box
-                clips[i, :, :, y0:y1, x0:x1] = source[j, :, :, y0:y1, x0:x1]
-            lams[i] = lam
-        lams = lams.to(onehot.device).unsqueeze(1)
-        targets = lams * onehot + (1.0 - lams) * onehot[partner]
+        lam_t = torch.tensor(lams, dtype=torch.float32).to(onehot.device, non_blocking=True).unsqueeze(1)
+        targets = lam_t * onehot + (1.0 - lam_t) * onehot[partner]
         return clips, targets

@@ -1,8 +1,8 @@
-"""Multi-view testing on the model side: batches of clip views flattened for the model, softmax averaged back.
+"""Multi-view testing on the model side: a checkpoint's view transform, and a model run over every view.
 
-A multi-view batch holds clips of shape `(N, V, 3, T, S, S)` (`data.views.MultiViewTransform`): `flatten_views`
-makes it `N x V` clips and repeats each clip's label and video index, so the video accumulator averages the
-softmax over all K x V views of a video; `average_views` does the same for tools that hold one video's views.
+A multi-view batch holds clips of shape `(N, V, 3, T, S, S)` (`data.views.MultiViewTransform`); `forward_views`
+runs the model on its `N x V` views (`data.views.flatten_views`) and averages each clip's views back
+(`data.views.average_views`).
 """
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from data.views import MultiViewTransform
+from data.views import MultiViewTransform, average_views, flatten_views
 from train.inference import build_val_transform
 
-__all__ = ["flatten_views", "average_views", "view_transform", "forward_views"]
+__all__ = ["view_transform", "forward_views"]
 
 
 def view_transform(preprocess: dict[str, Any], crops: int = 1) -> Any:
@@ -30,25 +30,3 @@ def forward_views(fn: Any, clips: torch.Tensor) -> torch.Tensor:
     views = clips.shape[1] if clips.dim() == 6 else 1
     out = fn(flatten_views(clips)[0])
     return average_views(out, views) if views > 1 else out
-
-
-def flatten_views(clips: torch.Tensor, labels: torch.Tensor | None = None,
-                  video_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                     torch.Tensor | None]:
-    """`(N, V, C, T, H, W)` -> `(N*V, C, T, H, W)` with labels and video indices repeated V times (5-D: as is)."""
-    if clips.dim() != 6:
-        return clips, labels, video_index
-    n, v = clips.shape[:2]
-    flat = clips.reshape(n * v, *clips.shape[2:])
-
-    def repeat(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.repeat_interleave(v, dim=0)
-
-    return flat, repeat(labels), repeat(video_index)
-
-
-def average_views(probs: torch.Tensor, views: int) -> torch.Tensor:
-    """Mean of consecutive groups of `views` rows: `(N*V, classes)` -> `(N, classes)`."""
-    if probs.shape[0] % views:
-        raise ValueError(f"{probs.shape[0]} rows do not split into groups of {views} views")
-    return probs.reshape(probs.shape[0] // views, views, *probs.shape[1:]).mean(dim=1)

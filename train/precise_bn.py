@@ -22,10 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def update_bn_stats(model: nn.Module, batches: Iterable[Any], num_batches: int, device: torch.device,
-                    autocast: Callable[[], Any] | None = None) -> int:
+                    autocast: Callable[[], Any] | None = None,
+                    input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
     """Replace every BN layer's running mean/var by their equal-weight average over up to `num_batches` batches.
 
-    `batches` yields clips or ``(clips, ...)`` tuples. Returns the number of batches used; raises `ValueError` if
+    `batches` yields clips or ``(clips, ...)`` tuples; `input_transform` prepares a batch on the device (the
+    trainer's, e.g. normalising uint8 clips). Returns the number of batches used; raises `ValueError` if
     there was none (the old statistics are kept then).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -38,7 +40,6 @@ def update_bn_stats(model: nn.Module, batches: Iterable[Any], num_batches: int, 
     momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average: every batch counts the same, whatever came before
     was_training = model.training
     model.train()
     used = 0
@@ -48,6 +49,12 @@ def update_bn_stats(model: nn.Module, batches: Iterable[Any], num_batches: int, 
             while batch is not None and used < num_batches:
                 clips = batch[0] if isinstance(batch, (list, tuple)) else batch
                 clips = clips.to(device, non_blocking=True)
+                if input_transform is not None:
+                    clips = input_transform(clips)
+                # The cumulative average (every batch counts the same) with the factor set from here: momentum
+                # None would make every BN layer read its batch counter from the device, a sync per layer.
+                for m in bns:
+                    m.momentum = 1.0 / (used + 1)
                 if autocast is None:
                     model(clips)
                 else:
@@ -72,10 +79,13 @@ class PreciseBN:
             crops, needs new statistics.
         dataset: the loader's dataset, given ``set_epoch`` so that its random draws depend on the epoch only.
         always: recompute after every epoch that needs them, whatever its shape (asked for on a plain run).
+        input_transform: prepares a batch on the device, as the trainer does (see `update_bn_stats`).
     """
 
     def __init__(self, make_loader: Callable[[], Iterable[Any]], num_batches: int, clip_length: int, crop_size: int,
-                 dataset: Any = None, always: bool = False) -> None:
+                 dataset: Any = None, always: bool = False,
+                 input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.input_transform = input_transform
         self.make_loader = make_loader
         self.num_batches = int(num_batches)
         self.clip_length = int(clip_length)
@@ -104,7 +114,7 @@ class PreciseBN:
         sampler = getattr(self.loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        used = update_bn_stats(model, self.loader, self.num_batches, device, autocast)
+        used = update_bn_stats(model, self.loader, self.num_batches, device, autocast, self.input_transform)
         self.stale = False
         seconds = time.perf_counter() - start
         log.debug("precise BN: statistics of %d base-shape batches in %.1f s", used, seconds)

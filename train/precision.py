@@ -53,22 +53,29 @@ class Precision:
         self.scaler.scale(loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None) -> bool:
-        """Optimizer step through the scaler; False if the scaler skipped it (inf/NaN gradients).
+        """Optimizer step through the scaler; False (no step) when the gradients are not finite.
 
+        One host read per step, of the gradients' total norm: under DDP every rank holds the same all-reduced
+        gradients, so every rank takes the same decision without a collective of its own (a non-finite loss on
+        one rank makes every rank's gradients non-finite). With fp16 the scaler then lowers its scale.
         `clip_grad_norm` rescales the gradients (of all parameter groups together) to at most that L2 norm.
         """
-        if clip_grad_norm:
-            self.scaler.unscale_(optimizer)  # a no-op when the scaler is disabled
-            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+        self.scaler.unscale_(optimizer)  # a no-op when the scaler is disabled
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if params:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            if not bool(torch.isfinite(norm)):
+                if self.scaler.is_enabled():
+                    self.scaler.update()  # unscale_ recorded the overflow: back off
+                return False
+            if clip_grad_norm:
+                torch.nn.utils.clip_grads_with_norm_(params, clip_grad_norm, norm)
         if not self.scaler.is_enabled():
             optimizer.step()
             return True
-        before = self.scaler.get_scale()
-        self.scaler.step(optimizer)
+        self.scaler.step(optimizer)  # finds the gradients finite, as above
         self.scaler.update()
-        # The scaler lowers its scale exactly when it found non-finite gradients and skipped the step.
-        return self.scaler.get_scale() >= before
+        return True
 
     def state_dict(self) -> dict:
         return self.scaler.state_dict()

@@ -9,12 +9,15 @@ import logging
 
 from torch import nn
 
+from network.sub_batchnorm import SubBatchNorm3d
+from train.arguments import SYNC_BN_MULTIGRID
 from train.distributed import DistInfo
 from train.ema import ModelEMA
 from train.mixing import ClipMixer, MixConfig
 from train.preemption import PreemptionHandler, parse_signal
 
-__all__ = ["build_criterion", "build_mixer", "build_ema", "build_sync_bn", "build_preemption", "count_sync_bn"]
+__all__ = ["build_criterion", "build_mixer", "build_ema", "build_sync_bn", "build_preemption", "count_sync_bn",
+           "check_sync_bn_compatible"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,12 @@ def count_sync_bn(model: nn.Module) -> int:
     return sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
 
 
+def check_sync_bn_compatible(model: nn.Module) -> None:
+    """Refuse `--sync-bn` on a model with sub-batch BN (multigrid): the conversion would drop its grouping."""
+    if any(isinstance(m, SubBatchNorm3d) for m in model.modules()):
+        raise ValueError(SYNC_BN_MULTIGRID)
+
+
 def build_sync_bn(model: nn.Module, args: argparse.Namespace, dist_info: DistInfo) -> nn.Module:
     """With `--sync-bn`, every BatchNorm becomes a SyncBatchNorm (statistics over all processes' batches).
 
@@ -52,6 +61,7 @@ def build_sync_bn(model: nn.Module, args: argparse.Namespace, dist_info: DistInf
     """
     if not getattr(args, "sync_bn", False):
         return model
+    check_sync_bn_compatible(model)
     if not dist_info.distributed:
         log.warning("--sync-bn has no effect in a single process (BatchNorm already sees the whole batch)")
         return model

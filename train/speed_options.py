@@ -9,7 +9,8 @@ them resumes (and loads for inference) without it, and the other way round.
   and every input batch converted on the device: the layout cuDNN's fastest 3-D convolutions (and oneDNN's on
   the CPU) run in, without a transpose around every convolution.
 - `--compile`: `torch.compile` (inductor) of the model the trainer runs. Multigrid changes the clip shape from
-  epoch to epoch and inside an epoch, so each shape would be compiled again: the combination is refused.
+  epoch to epoch and inside an epoch, so each shape would be compiled again: `train.arguments` refuses the
+  combination.
 - `--activation-checkpointing`: each residual block of a video ResNet or MTNet is recomputed in the backward pass
   instead of keeping its activations (`network.activation_checkpointing`): the deep SRTG/CSN/MTNet networks then
   fit larger batches, at about one more forward per step.
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 
 from network import set_activation_checkpointing, to_channels_last
 
-__all__ = ["ChannelsLastInput", "check_speed_options", "compile_model", "configure_model", "wrap_input"]
+__all__ = ["ChannelsLastInput", "compile_model", "configure_model", "wrap_input"]
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ class ChannelsLastInput(nn.Module):
         if x.dim() == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return self.module(x)
-
-
-def check_speed_options(args: argparse.Namespace) -> None:
-    """Refuse combinations of the speed options that cannot work (`ValueError`, one line)."""
-    if getattr(args, "compile", False) and (getattr(args, "long_cycles", False) or
-                                            getattr(args, "short_cycles", False)):
-        raise ValueError("--compile does not go with multigrid (--long-cycles/--short-cycles): every clip shape "
-                         "of the schedule would be compiled anew; leave one of them out")
 
 
 def configure_model(model: nn.Module, args: argparse.Namespace) -> nn.Module:

@@ -17,6 +17,14 @@ checkpointer writes it) and raises `TrainingInterrupted`. Resuming such a state 
 first batches through the loader without training on them (so every data draw, in the main process or in the
 workers, is the one an uninterrupted run makes), then restores the RNG states saved at the interruption.
 
+Host-device synchronisation: the loop reads nothing back from the device per batch except, once per optimizer
+step, whether the gradients are finite (`Precision.step`). Loss and accuracy stay on the device and are read
+every `metrics_interval` batches in one transfer (`train.step_figures`); forward/backward times come from CUDA
+events; under DDP the preemption flag is all-reduced every `metrics_interval` optimizer steps. A non-finite
+loss is still back-propagated (so DDP's gradient all-reduce never waits for a rank that skipped) and its step is
+skipped on every rank; with `grad_accum` that skips the whole optimizer step it belongs to. `input_transform`
+prepares each batch once on the device (the normalisation of uint8 clips, `data.transforms.NormalizeBatch`).
+
 Recipe options: `grad_accum` micro-batches per optimizer step (the lr follows the step, not the micro-batch),
 `mixer` (`train.mixing.ClipMixer`, soft targets) and `ema` (`train.ema.ModelEMA`, updated after every step,
 validated and checkpointed next to the raw weights).
@@ -34,15 +42,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.views import flatten_views
 from train.checkpoint import capture_rng_state, model_state_dict, restore_rng_state, unwrap_model
-from train.distributed import DistInfo, all_ranks_true, all_reduce_max, all_reduce_sum, broadcast_buffers
+from train.distributed import DistInfo, all_reduce_max, all_reduce_sum, broadcast_buffers
 from train.loaders import EpochInfo
 from train.lr_schedule import StepLRSchedule
 from train.metrics import ClassificationSums, EvalResult, VideoAccumulator
-from train.multiview import flatten_views
 from train.precise_bn import PreciseBN
 from train.precision import NonFiniteGuard, Precision
 from train.preemption import TrainingInterrupted
+from train.step_figures import BatchFigures, StepTimer
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +107,6 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return seed * 1_000_003 + epoch * 1000 + rank
 
 
-def _sync(device: torch.device) -> None:
-    # Kernel launches are asynchronous: without this a timer measures the launch, not the work.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(clips, labels, video_index or None) from a collated batch."""
     if isinstance(batch, dict):
@@ -116,11 +119,13 @@ def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None
 def evaluate(model: nn.Module, loader: Iterable, num_videos: int, num_classes: int,
              device: torch.device, precision: Precision | None = None,
              criterion: Callable | None = None, dist_info: DistInfo | None = None,
-             max_batches: int | None = None, progress: bool = False) -> EvalResult:
+             max_batches: int | None = None, progress: bool = False,
+             input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> EvalResult:
     """Clip@1/5, video@1/5 (softmax averaged over each video's clips), loss and confusion matrix.
 
     With `dist_info.distributed`, each rank must see a disjoint shard of the clips (`ShardSampler`); the
-    per-video sums are all-reduced so every rank returns the same, exact result.
+    per-video sums are all-reduced so every rank returns the same, exact result. `input_transform` prepares each
+    batch on the device (the trainer's normalisation of uint8 clips).
     """
     model.eval()
     criterion = criterion or nn.CrossEntropyLoss()
@@ -139,6 +144,8 @@ def evaluate(model: nn.Module, loader: Iterable, num_videos: int, num_classes: i
         clips, labels, video_index = flatten_views(clips, labels, video_index)  # multi-view: N x V clips
         clips = clips.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
+        if input_transform is not None:
+            clips = input_transform(clips)
         with precision.autocast() if precision else contextlib.nullcontext():
             logits = model(clips)
         logits = logits.float()
@@ -163,7 +170,9 @@ class Trainer:
                  callbacks: TrainerHooks | None = None, start_epoch: int = 1, seed: int = 0,
                  max_batches: int | None = None, val_frequency: int = 1, max_nonfinite: int = 5,
                  clip_grad_norm: float | None = None, precise_bn: PreciseBN | None = None,
-                 preemption: Any = None, grad_accum: int = 1, mixer: Any = None, ema: Any = None) -> None:
+                 preemption: Any = None, grad_accum: int = 1, mixer: Any = None, ema: Any = None,
+                 metrics_interval: int = 1, input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> None:
         self.dist = dist_info or DistInfo()
         self.precise_bn = precise_bn
         self.device = self.dist.device
@@ -195,6 +204,8 @@ class Trainer:
         self.grad_accum = int(grad_accum)
         self.mixer = mixer
         self.ema = ema
+        self.metrics_interval = max(1, int(metrics_interval))
+        self.input_transform = input_transform
         self.val_criterion = nn.CrossEntropyLoss()  # validation loss stays plain cross-entropy (no smoothing)
         self._mid_epoch: dict[str, Any] | None = None
 
@@ -259,6 +270,8 @@ class Trainer:
         epoch_start = time.perf_counter()
         t_end = epoch_start
         accum = self.grad_accum
+        figures = BatchFigures()
+        timer = StepTimer(self.device)
         for i, batch in enumerate(loader):
             if i >= self.num_batches:
                 break
@@ -281,9 +294,11 @@ class Trainer:
                                     "batch_size": int(clips.shape[0]), "cycle": self._cycle(i, info)}
             self.callbacks.on_batch_begin(self, i, logs)
 
-            t0 = time.perf_counter()
+            timer.start()
             clips = clips.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
+            if self.input_transform is not None:
+                clips = self.input_transform(clips)
             targets = labels
             if self.mixer is not None:
                 clips, targets = self.mixer(clips, labels, self.num_classes)
@@ -296,38 +311,43 @@ class Trainer:
             with self.precision.autocast():
                 logits = self.model(clips)
                 loss = self.criterion(logits.float(), targets)
-            _sync(self.device)
-            t1 = time.perf_counter()
-
-            # Every rank must agree, or DDP would wait forever for the gradients of a rank that skipped.
-            finite = all_ranks_true(bool(torch.isfinite(loss).item()), self.dist)
-            stepped = False
-            if self.guard.check(finite, f"epoch {epoch} batch {i}"):
-                self.precision.backward(loss / group_len if group_len > 1 else loss)
+            timer.mark()
+            figures.add(i, logits, labels, loss)
+            # Backward even when the loss is not finite (no host read to find out): its gradients are not finite
+            # either, on every rank once DDP has reduced them, and the step below is skipped everywhere.
+            self.precision.backward(loss / group_len if group_len > 1 else loss)
             no_sync.__exit__(None, None, None)
-            if finite and last_in_group:
+            stepped = False
+            if last_in_group:
                 stepped = self.precision.step(self.optimizer, self.clip_grad_norm)
                 if not stepped:
-                    log.warning("epoch %d batch %d: gradients overflowed in fp16, step skipped (scale %.0f)",
-                                epoch, i, self.precision.scaler.get_scale())
+                    log.warning("epoch %d batch %d: non-finite gradients, step skipped%s", epoch, i,
+                                f" (fp16 scale now {self.precision.scaler.get_scale():.0f})"
+                                if self.precision.scaler.is_enabled() else "")
                 elif self.ema is not None:
                     self.ema.update(unwrap_model(self.model))
-            _sync(self.device)
-            t2 = time.perf_counter()
+            time_forward, time_backward = timer.stop()
 
-            if finite:
-                c1, c5 = sums.update(logits, labels, loss.item())
-                n = labels.shape[0]
-                logs.update(loss=loss.item(), top1=100.0 * c1 / n, top5=100.0 * c5 / n)
-            logs.update(finite=finite, stepped=stepped, time_read=t_read, time_forward=t1 - t0,
-                        time_backward=t2 - t1, epoch_loss=sums.summary()["loss"] if sums.count else float("nan"),
-                        epoch_top1=sums.summary()["top1"] if sums.count else float("nan"),
-                        epoch_top5=sums.summary()["top5"] if sums.count else float("nan"))
+            logs.update(stepped=stepped, time_read=t_read, time_forward=time_forward, time_backward=time_backward)
+            if (i + 1) % self.metrics_interval == 0 or i + 1 == self.num_batches:
+                row = figures.flush(sums, lambda r: self.guard.check(r.finite, f"epoch {epoch} batch {r.batch}"))
+                logs["finite"] = row.finite
+                if row.finite:
+                    logs.update(loss=row.loss, top1=100.0 * row.top1 / row.size, top5=100.0 * row.top5 / row.size)
+                logs.update(epoch_loss=sums.summary()["loss"] if sums.count else float("nan"),
+                            epoch_top1=sums.summary()["top1"] if sums.count else float("nan"),
+                            epoch_top5=sums.summary()["top5"] if sums.count else float("nan"))
             self.callbacks.on_batch_end(self, i, logs)
-            if self.preemption is not None and last_in_group and self.preemption.should_stop(self.dist):
+            steps_done = (group_start // accum) + 1
+            if (self.preemption is not None and last_in_group
+                    and (not self.dist.distributed or steps_done % self.metrics_interval == 0
+                         or i + 1 == self.num_batches)
+                    and self.preemption.should_stop(self.dist)):
+                figures.flush(sums, lambda r: self.guard.check(r.finite, f"epoch {epoch} batch {r.batch}"))
                 self._interrupt(epoch, i + 1, sums)
             t_end = time.perf_counter()
 
+        figures.flush(sums, lambda r: self.guard.check(r.finite, f"epoch {epoch} batch {r.batch}"))
         if self.precise_bn is not None:
             self.precise_bn.note_epoch(self.loader_info)
         seconds = time.perf_counter() - epoch_start
@@ -344,13 +364,15 @@ class Trainer:
         broadcast_buffers(unwrap_model(self.model), self.dist)
         # The bare module: DDP's forward would broadcast buffers, and shards may differ in length by a batch.
         return evaluate(unwrap_model(self.model), self.val_loader, self.num_val_videos, self.num_classes, self.device,
-                        self.precision, self.val_criterion, self.dist, self.max_batches)
+                        self.precision, self.val_criterion, self.dist, self.max_batches,
+                        input_transform=self.input_transform)
 
     def _validate_ema(self) -> dict[str, float]:
         """The EMA weights' validation figures, keyed `ema_<name>`."""
         broadcast_buffers(self.ema.module, self.dist)
         result = evaluate(self.ema.module, self.val_loader, self.num_val_videos, self.num_classes, self.device,
-                          self.precision, self.val_criterion, self.dist, self.max_batches)
+                          self.precision, self.val_criterion, self.dist, self.max_batches,
+                          input_transform=self.input_transform)
         figures = {f"ema_{k}": v for k, v in result.as_dict().items() if isinstance(v, (int, float))}
         if self.dist.is_main:
             log.info("Epoch [%d] val (EMA weights): loss=%.4f clip@1=%.2f video@1=%.2f video@5=%.2f", self.epoch,

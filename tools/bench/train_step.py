@@ -175,8 +175,8 @@ def bench_network(name: str, args: argparse.Namespace, store: Path, device: torc
     """Compute-only, loader-alone and end-to-end clips/s of one network (see the module docstring)."""
     argv = ["--dataset", str(store), "--network", name, "--clip-length", str(args.clip_length),
             "--clip-size", str(args.clip_size), "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-            "--precision", args.precision, "--model-dir", str(work / "runs" / name), "--log-interval", "1000000",
-            "--random-seed", str(args.seed), "--end-epoch", "1"]
+            "--precision", args.precision, "--model-dir", str(work / "runs" / name), "--random-seed", str(args.seed),
+            "--end-epoch", "1"]
     if args.width_mult is not None:
         argv += ["--width-mult", str(args.width_mult)]
     for key_value in args.model_arg:
@@ -295,6 +295,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     p.add_argument("--json", type=Path, default=None, help="write every figure here as JSON")
+    p.add_argument("--store-only", action="store_true",
+                   help="only make (or reuse) the frame store under --data and print its folder")
     args = p.parse_args(argv)
     for name in ("batch_size", "steps", "warmup", "repeats", "clip_length", "clip_size", "frames"):
         if getattr(args, name) < 1:
@@ -326,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     args.data.mkdir(parents=True, exist_ok=True)
     store = build_store(args.data, args.videos, args.frames, args.size, args.seed, args.convert_workers)
+    if args.store_only:
+        print(store)
+        return 0
     names = [n for n in args.networks.split(",") if n]
     results = []
     with tempfile.TemporaryDirectory(dir=args.data, prefix="runs-") as runs:

@@ -5,7 +5,7 @@ picture). PCA keeps global distances, so classes the model separates stay apart,
 and no random seed; with only a few tens of videos (the usual size of such a plot) t-SNE/UMAP give little more.
 Each video is the thumbnail of its middle frame, framed in its label's colour, with a legend of the labels.
 
-    from tools.feature_map import project_2d, plot_feature_map
+    from tools.inference.feature_map import project_2d, plot_feature_map
     xy, explained = project_2d(features)                 # (V, 2), share of the variance the two axes keep
     plot_feature_map(arrays, "data/ucf101", "map.png")   # arrays: what extract_features returns
 """

@@ -1,7 +1,7 @@
 """Multigrid benchmark: the plain baseline against long, short and long+short cycles on the demo dataset.
 
-    python -m tools.bench_multigrid [--quick] [--configs baseline,long,short,long+short] [--out FILE]
-    python -m tools.bench_multigrid --dataset ROOT --network r3d_18 --width-mult 0.25 ...   # any converted dataset
+    python -m tools.bench.multigrid [--quick] [--configs baseline,long,short,long+short] [--out FILE]
+    python -m tools.bench.multigrid --dataset ROOT --network r3d_18 --width-mult 0.25 ...   # any converted dataset
 
 Every configuration trains the same model from the same seed on the same synthetic motion dataset
 (`tools.synthetic` + `tools.convert`, prepared once and reused, as by `tools.demo`) with the same epoch budget
@@ -127,7 +127,7 @@ def train_args(cfg, network: str, store: Path, labels: str | None, run_dir: Path
 # -- one run (child process) ---------------------------------------------------------------------------------
 def child_main(argv: Sequence[str]) -> int:
     """``--child [--threads N] [--plain-bn] -- TRAIN ARGS``: one training run in this process."""
-    p = argparse.ArgumentParser(prog="python -m tools.bench_multigrid --child")
+    p = argparse.ArgumentParser(prog="python -m tools.bench.multigrid --child")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--plain-bn", action="store_true", help="keep plain BatchNorm3d (ablation)")
     p.add_argument("--lr-scaling", default=None, help="the trainer's --multigrid-lr-scaling")
@@ -154,7 +154,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def run_config(name: str, train_args: list[str], run_dir: Path, threads: int | None, target: float,
                verbose: bool, lr_scaling: str | None = None) -> RunResult:
     """Train one configuration in a child process and read its figures back from the trainer's CSVs."""
-    cmd = [sys.executable, "-m", "tools.bench_multigrid", "--child"]
+    cmd = [sys.executable, "-m", "tools.bench.multigrid", "--child"]
     if threads:
         cmd += ["--threads", str(threads)]
     if name.endswith("-plainbn"):
@@ -249,7 +249,7 @@ def format_sweep(results: dict[tuple[str, int], RunResult], names: list[str], bu
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_multigrid", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.multigrid", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny data and model, 3 epochs (checks the tool end to end)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep[(name, budget)] = result
     load_after = os.getloadavg()
 
-    command = "python -m tools.bench_multigrid " + shlex.join(argv)
+    command = "python -m tools.bench.multigrid " + shlex.join(argv)
     budget_text = (f"{cfg.end_epoch} epochs" if not budgets else
                    f"epoch budgets {budgets} (lr steps scaled from {cfg.end_epoch} epochs)")
     scaling = args.lr_scaling if args.lr_scaling not in (None, "auto") else f"auto ({default_lr_scaling(cfg.optimizer)})"

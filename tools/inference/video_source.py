@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tools.video_folder import file_problem
+from tools.ingest.video_folder import file_problem
 
 log = logging.getLogger(__name__)
 

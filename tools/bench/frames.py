@@ -1,6 +1,6 @@
 """Speed/accuracy trade-off of ``tools.predict --frames N``: video@1 and clips/s for a few N on a labelled split.
 
-    python -m tools.bench_frames --checkpoint demo_runs/mict_resnet18/mict_resnet18_best.pth \\
+    python -m tools.bench.frames --checkpoint demo_runs/mict_resnet18/mict_resnet18_best.pth \\
         --dataset demo_data/store --labels demo.csv --split test --frames 2 4 8
 
 Every video of the split is predicted as ``tools.predict`` does (``--clips`` evenly spaced clips, softmax
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from tqdm import tqdm
 
 from data.labels import read_labels, safe_video_dir
+from tools.inference.video_source import open_source
 from tools.predict import Predictor
-from tools.video_source import open_source
 from train.console import add_process_options, die, start_process
 from train.inference import add_device_argument, load_model
 
@@ -78,7 +78,7 @@ def format_table(rows: Sequence[FramesRow]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0; bad input exits 2)."""
-    p = argparse.ArgumentParser(prog="python -m tools.bench_frames", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.frames", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint")

@@ -1,6 +1,6 @@
 """FLOPs of one forward pass, counted by ``torch.utils.flop_counter`` (2 FLOPs per multiply-add), per clip.
 
-The same counting as ``tools.bench_models`` (torchvision's model tables quote multiply-adds, i.e. half of this).
+The same counting as ``tools.bench.models`` (torchvision's model tables quote multiply-adds, i.e. half of this).
 """
 from __future__ import annotations
 

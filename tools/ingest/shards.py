@@ -9,7 +9,7 @@
 - The merge (and the end of a single-machine run: `finish_root`) builds everything from what is on disk, under
   the root's lock: the index (`data.index.refresh_index`), ``labels/all.csv`` and ``classes.txt`` from every
   complete video (so a subset conversion into an existing root adds to them), and ``convert_failures.csv``.
-  Splits come from `tools.video_folder.assign_val_split`, a function of the set of videos only: N shards and one
+  Splits come from `tools.ingest.video_folder.assign_val_split`, a function of the set of videos only: N shards and one
   machine write byte-identical label files.
 """
 from __future__ import annotations
@@ -22,18 +22,18 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from data.atomic import atomic_write, atomic_write_text
+from data.atomic import atomic_write_text
 from data.index import read_all, refresh_index, root_lock
 from data.label_table import warm_label_caches
 from data.labels import LabelError, Sample, read_classes, write_classes, write_labels
-from tools.video_folder import assign_val_split
+from tools.ingest.failures import HEADER, write_failure_csv, write_failures
+from tools.ingest.video_folder import assign_val_split
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ShardError", "resolve_shards", "shard_of", "shard_files", "write_shard_report", "missing_shards",
-           "finish_root", "merge_shards", "FAILURES_NAME"]
+           "finish_root", "merge_shards"]
 
-FAILURES_NAME = "convert_failures.csv"
 SHARDS_DIR = "shards"
 
 
@@ -85,17 +85,10 @@ def shard_files(root: str | os.PathLike, num_shards: int, shard_index: int) -> t
     return stem.with_name(stem.name + ".failures.csv"), stem.with_name(stem.name + ".summary.json")
 
 
-def _write_failure_csv(path: Path, failures: list[tuple[str, str]]) -> None:
-    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["path", "reason"])
-        writer.writerows(sorted(failures))
-
-
 def _read_failure_csv(path: Path) -> list[tuple[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    if not rows or rows[0] != ["path", "reason"] or any(len(r) != 2 for r in rows[1:]):
+    if not rows or rows[0] != HEADER or any(len(r) != 2 for r in rows[1:]):
         raise ShardError(f"{path}: not a shard failure report (expected header path,reason and two fields a row)")
     return [(r[0], r[1]) for r in rows[1:]]
 
@@ -105,7 +98,7 @@ def write_shard_report(root: str | os.PathLike, num_shards: int, shard_index: in
     """Write one shard's failure CSV, then its summary JSON (the summary says the shard finished)."""
     fail_path, summary_path = shard_files(root, num_shards, shard_index)
     fail_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_failure_csv(fail_path, failures)
+    write_failure_csv(fail_path, failures)
     atomic_write_text(summary_path, json.dumps({**summary, "num_shards": num_shards, "shard_index": shard_index,
                                                 "failed": len(failures)}, indent=1, sort_keys=True) + "\n")
     return summary_path
@@ -114,16 +107,6 @@ def write_shard_report(root: str | os.PathLike, num_shards: int, shard_index: in
 def missing_shards(root: str | os.PathLike, num_shards: int) -> list[int]:
     """Shard indices of an N-shard run whose summary is not on disk yet."""
     return [i for i in range(num_shards) if not shard_files(root, num_shards, i)[1].is_file()]
-
-
-def _write_failures(root: Path, failures: list[tuple[str, str]]) -> Path | None:
-    path = root / FAILURES_NAME
-    if not failures:
-        if path.exists():
-            path.unlink()
-        return None
-    _write_failure_csv(path, failures)
-    return path
 
 
 def _write_labels_from_index(root: Path, val_fraction: float, seed: int) -> int:
@@ -162,7 +145,7 @@ def finish_root(root: str | os.PathLike, failures: list[tuple[str, str]], val_fr
     refresh_index(root)
     with root_lock(root):
         _write_labels_from_index(root, val_fraction, seed)
-        report = _write_failures(root, failures)
+        report = write_failures(root, failures)
     warm_label_caches(root)
     return report
 

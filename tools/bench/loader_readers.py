@@ -1,4 +1,4 @@
-"""The clip readers `tools.bench_loader` compares: SQLite frame store, JPEG folder, PyAV, JPEGs in memory.
+"""The clip readers `tools.bench.loader` compares: SQLite frame store, JPEG folder, PyAV, JPEGs in memory.
 
 Each reader maps ``(video number, frame indices)`` to one ``(T, H, W, 3)`` uint8 RGB clip; `ClipSet` turns one into
 a `torch.utils.data.Dataset` of clip numbers so that every reader is timed through the same `DataLoader`.
@@ -31,13 +31,13 @@ class ClipSet(Dataset):
         return torch.from_numpy(self.read(video, indices))
 
 
-_RGB_FLAG = store._DECODE_FLAGS[1]
+_RGB_FLAG = store.decode_flag(1)
 
 
 def _decode_into(out: np.ndarray, blobs: list[bytes]) -> np.ndarray:
     for slot, blob in zip(out, blobs):
         img = cv2.imdecode(np.frombuffer(blob, np.uint8), _RGB_FLAG)
-        if store._HAS_RGB:
+        if store.DECODES_RGB:
             np.copyto(slot, img)
         else:
             cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=slot)
@@ -73,7 +73,7 @@ class SqlReader:
 
     def reset(self) -> None:
         """Close this process's connections (and unmap the files) so that a cold pass really reads the disk."""
-        store._DEFAULT_CACHE.clear()
+        store.close_cached_readers()
         for reader in self._readers.values():
             reader.close()
         self._readers = {}

@@ -1,4 +1,4 @@
-"""The report of `tools.bench_models`: its result records and the markdown tables and verdicts made from them."""
+"""The report of `tools.bench.models`: its result records and the markdown tables and verdicts made from them."""
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,6 @@
 """Loader benchmark: clips/s of the SQLite frame store against the usual alternatives, on the same videos.
 
-    python -m tools.bench_loader [--videos 48] [--clips 400] [--workers 0,2] [--quick] [--out FILE]
+    python -m tools.bench.loader [--videos 48] [--clips 400] [--workers 0,2] [--quick] [--out FILE]
 
 In one run, on generated videos (``tools.synthetic``, 128x171 by default), converted once into the frame store:
 
@@ -51,8 +51,10 @@ from data.atomic import atomic_write_text
 from data.fork_safety import fork_context, opencv_single_threaded
 from data.sampling import clip_span
 from tools import convert
-from tools.bench_loader_readers import ClipSet, FolderReader, MemoryReader, PyAVReader, SqlReader
-from tools.video_folder import scan_folder
+from tools.bench.loader_readers import ClipSet, FolderReader, MemoryReader, PyAVReader, SqlReader
+from tools.ingest.failures import FAILURES_NAME
+from tools.ingest.jobs import Job, decode_frames, init_worker
+from tools.ingest.video_folder import scan_folder
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
@@ -79,13 +81,13 @@ def generate_videos(out: Path, n_videos: int, frames: int, size: tuple[int, int]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def _folder_job(job: convert.Job) -> int:
+def _folder_job(job: Job) -> int:
     """The converter's decode + encode, writing one JPEG file per frame instead of a database."""
     out = Path(job.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, job.quality]
     n = 0
-    for n, bgr in enumerate(convert._decode_bgr(job, {"warnings": []}), 1):
+    for n, bgr in enumerate(decode_frames(job, {"warnings": []}), 1):
         ok, buf = cv2.imencode(".jpg", bgr, params)
         (out / f"frame_{n:05d}.jpg").write_bytes(buf.tobytes())
     return n
@@ -98,18 +100,18 @@ def convert_both(videos: Path, root: Path, folder_root: Path, workers: int) -> d
     code = convert.main([str(videos), str(root), "--workers", str(workers), "--val-fraction", "0"])
     seconds = time.perf_counter() - t
     if code != 0:
-        die(f"conversion of {videos} failed (see {root / convert.FAILURES_NAME})", 1)
+        die(f"conversion of {videos} failed (see {root / FAILURES_NAME})", 1)
     dbs = sorted((root / "jpg").glob("*/*/frames.db"))
     frames = sum(int((d.parent / "n_frames").read_text()) for d in dbs)
     out["SQLite frame store"] = {"seconds": seconds, "frames": frames, **_disk_usage(
         [p for d in dbs for p in (d, d.parent / "n_frames")])}
 
     found, _ = scan_folder(videos)
-    jobs = [convert.Job(str(p), label, vid, str(folder_root / label / vid)) for label, vid, p in found]
+    jobs = [Job(str(p), label, vid, str(folder_root / label / vid)) for label, vid, p in found]
     t = time.perf_counter()
-    # Like the converter's own pool: forked, and no OpenCV pool here for _init_worker to deadlock on.
+    # Like the converter's own pool: forked, and no OpenCV pool here for init_worker to deadlock on.
     with opencv_single_threaded(), ProcessPoolExecutor(workers, mp_context=fork_context(),
-                                                       initializer=convert._init_worker) as pool:
+                                                       initializer=init_worker) as pool:
         frames_f = sum(pool.map(_folder_job, jobs, chunksize=1))
     seconds_f = time.perf_counter() - t
     files = sorted(folder_root.glob("*/*/*.jpg"))
@@ -186,7 +188,7 @@ def checksum_cost(blobs: list[list[bytes]]) -> tuple[float, float]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_loader", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.loader", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("bench_data"), help="working folder (videos, stores)")
     p.add_argument("--videos", type=int, default=48, help="number of generated videos")
@@ -329,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def report(args, argv, loaders, results, cpu_rates, workers_list, caches, storage, n_videos, size) -> str:
-    cmd = "python -m tools.bench_loader " + shlex.join(sys.argv[1:] if argv is None else argv)
+    cmd = "python -m tools.bench.loader " + shlex.join(sys.argv[1:] if argv is None else argv)
     lines = [f"Command: `{cmd.strip()}`", "",
              f"{n_videos} videos, clips of {args.clip_length} frames every {args.interval} at {size[0]}x{size[1]}, "
              f"batch {args.batch_size}, median of {args.repeats} pass(es); {os.cpu_count()} CPU(s), load average "

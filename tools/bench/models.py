@@ -1,9 +1,9 @@
 """Speed benchmark of the model zoo, side by side with torchvision's r3d_18 / mc3_18 / r2plus1d_18.
 
-    python -m tools.bench_models                        # every model, 16x112x112 and 16x160x160, batch 1 and 8
-    python -m tools.bench_models --quick                # one size, batch 1, 2 repeats: checks the tool end to end
-    python -m tools.bench_models --models mict_resnet18,r3d_18,tv_r3d_18 --sizes 16x160x160 --out bench.md
-    python -m tools.bench_models --models r3d_50,srtg_r3d_50,srtg_r3d_50+gates --sizes 16x112x112 --batches 1
+    python -m tools.bench.models                        # every model, 16x112x112 and 16x160x160, batch 1 and 8
+    python -m tools.bench.models --quick                # one size, batch 1, 2 repeats: checks the tool end to end
+    python -m tools.bench.models --models mict_resnet18,r3d_18,tv_r3d_18 --sizes 16x160x160 --out bench.md
+    python -m tools.bench.models --models r3d_50,srtg_r3d_50,srtg_r3d_50+gates --sizes 16x112x112 --batches 1
                                                         # NAME@LAYOUT and NAME+gates: layout, temporal gates on
 
 For every model, input size and batch: parameters, GFLOPs per clip (torch.utils.flop_counter, 2 FLOPs per
@@ -40,7 +40,7 @@ from tqdm import tqdm
 import network
 from data.atomic import atomic_write_text
 from network import to_channels_last
-from tools.bench_models_report import Result, format_size, machine_info, main_table, options_table, targets
+from tools.bench.models_report import Result, format_size, machine_info, main_table, options_table, targets
 from train.console import die, setup_logging
 from train.inference import add_device_argument, resolve_device
 
@@ -283,7 +283,7 @@ def _parse_list(text: str) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_models", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m tools.bench.models", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=_parse_list, default=None,
                    help="comma-separated names (default: all registered + tv_r3d_18,tv_mc3_18,tv_r2plus1d_18)")
@@ -337,7 +337,7 @@ def _groups(names: Sequence[str]) -> list[list[str]]:
     return groups + list(twins.values())
 
 
-def run(args: argparse.Namespace, command: str = "python -m tools.bench_models") -> str:
+def run(args: argparse.Namespace, command: str = "python -m tools.bench.models") -> str:
     valid = all_model_names()
     models = args.models or valid
     for name in models + args.option_models:
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     setup_logging(args.log_level)
-    report = run(args, " ".join(["python -m tools.bench_models", *argv]))
+    report = run(args, " ".join(["python -m tools.bench.models", *argv]))
     print(report)
     if args.out:
         atomic_write_text(args.out, report)

@@ -1,9 +1,9 @@
-"""Bytes at scale, side by side in one run: ``python -m tools.bench_jpeg [--sources DIR] [--synthetic]``.
+"""Bytes at scale, side by side in one run: ``python -m tools.bench.jpeg [--sources DIR] [--synthetic]``.
 
 Sources: ``--sources DIR`` (any folder of videos; each sub-folder is a group reported on its own, e.g.
 ``camera/`` and ``animation/``), else, or also with ``--synthetic``, generated clips (`tools.synthetic`, textured
 objects with sensor noise). ``dataset2database`` always runs ``ffmpeg -vf scale=-1:360``, so every source is first
-rewritten at exactly 360 px tall (aspect kept, even width) as a lossless file (`tools.lossless_sources`, checked
+rewritten at exactly 360 px tall (aspect kept, even width) as a lossless file (`tools.bench.lossless_sources`, checked
 frame by frame): that file is the input of every store and the PSNR reference (RGB), so both scalers are an
 identity and PSNR measures only the JPEG step. Small clips upscaled to 360 px (176x144 -> 440x360) are smoother
 than footage filmed at 360 px and compress better with any encoder.
@@ -122,11 +122,11 @@ def opencv_stats(refs: dict[str, np.ndarray], quality: int) -> Stats:
 
 
 def mjpeg_stats(sources: dict[str, Path], refs: dict[str, np.ndarray], qscale: int) -> Stats:
-    """FFmpeg's mjpeg (`tools.jpeg_encoders`) at `qscale` on the decoded YUV frames of `sources`, as the converter
+    """FFmpeg's mjpeg (`tools.ingest.jpeg_encoders`) at `qscale` on the decoded YUV frames of `sources`, as the converter
     with ``--jpeg-encoder mjpeg`` encodes them; PSNR against `refs` (RGB)."""
     import av
 
-    from tools.jpeg_encoders import MjpegEncoder, yuvj420p_planes
+    from tools.ingest.jpeg_encoders import MjpegEncoder, yuvj420p_planes
 
     nbytes = nframes = 0
     psnrs = []
@@ -176,7 +176,7 @@ def matched_quality(refs: dict[str, np.ndarray], target_psnr: float) -> tuple[in
 def matched_qscale(sources: dict[str, Path], refs: dict[str, np.ndarray],
                    target_psnr: float) -> tuple[int, Stats] | None:
     """The largest mjpeg qscale whose PSNR is at or above `target_psnr`."""
-    from tools.jpeg_encoders import MAX_QSCALE, MIN_QSCALE
+    from tools.ingest.jpeg_encoders import MAX_QSCALE, MIN_QSCALE
 
     return least_reaching(lambda q: mjpeg_stats(sources, refs, q), list(range(MAX_QSCALE, MIN_QSCALE - 1, -1)),
                           target_psnr)
@@ -231,7 +231,7 @@ def clip_reads(read_clip, n_frames: list[int], clips: int, seed: int = 0) -> flo
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_jpeg", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench.jpeg", description=__doc__.split("\n\n")[0])
     p.add_argument("--sources", type=Path, default=None,
                    help="folder of videos, one group per sub-folder (default: generated synthetic clips)")
     p.add_argument("--synthetic", action="store_true", help="with --sources: add the synthetic clips as a group")
@@ -326,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as e:
         die(f"this benchmark needs dataset2database, imageio-ffmpeg and decord ({e})")
     from data.store import get_reader
-    from tools.lossless_sources import find_sources, write_lossless
+    from tools.bench.lossless_sources import find_sources, write_lossless
 
     sources: dict[str, dict[str, Path]] = {}
     if args.sources is not None:

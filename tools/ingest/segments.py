@@ -32,17 +32,17 @@ from typing import Any
 import numpy as np
 
 from data.store import DB_NAME, VideoReader, write_frames_db
-from tools.convert import (
+from tools.ingest.jobs import (
     ConvertError,
     Job,
     Result,
-    _output_size,
-    _settings_meta,
-    _source_meta,
     is_complete,
+    output_size,
+    settings_meta,
+    source_meta,
     video_stream,
 )
-from tools.jpeg_encoders import opencv_encoder
+from tools.ingest.jpeg_encoders import opencv_encoder
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def _cut(job: SourceJob, todo: list[tuple[float, float, Job]], out: SourceResult
         stream, src_w, src_h, src_fps = video_stream(container, first.threads)
         src_fps = src_fps or 25.0
         dt = 1.0 / src_fps
-        out_w, out_h = _output_size(src_w, src_h, first.short_side)
+        out_w, out_h = output_size(src_w, src_h, first.short_side)
         out_fps = float(first.fps) if first.fps else src_fps
         tb = stream.time_base
         t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
@@ -352,7 +352,7 @@ def _write_clip(clip: Job, s: float, e: float, tape: _Tape, info: dict, dt: floa
             return Result(clip, "failed", reason=f"no frame of the video is shown during {s:g}-{e:g} s")
         video_end = "no frames" if end_t is None else f"{end_t + dt:.2f} s"
         return Result(clip, "failed", reason=f"segment {s:g}-{e:g} s starts after the video's end ({video_end})")
-    meta = {**_source_meta(Path(clip.source)), **_settings_meta(clip), **_time_meta(s, e), "label": clip.label,
+    meta = {**source_meta(Path(clip.source)), **settings_meta(clip), **_time_meta(s, e), "label": clip.label,
             "video_id": clip.video_id, "jpeg_optimize": str(int(clip.jpeg_optimize)),
             **{k: str(v) for k, v in info.items()}}
 

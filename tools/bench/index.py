@@ -1,4 +1,4 @@
-"""Benchmark opening a large dataset: ``python -m tools.bench_index --videos 100000 650000``.
+"""Benchmark opening a large dataset: ``python -m tools.bench.index --videos 100000 650000``.
 
 For each N it builds (once, reused afterwards) a synthetic frame-store layout under ``--dir``: N video folders
 over ``--classes`` classes holding only an ``n_frames`` marker (no frames are needed to open a dataset), a label
@@ -33,11 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from data.index import IndexEntry, add_entries, index_path
+from data.index import index_path
 from data.label_table import cache_path, warm_label_caches
-from data.labels import Sample, write_classes, write_labels
+from tools.synthetic import build_layout
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
@@ -61,31 +60,6 @@ def _private_kib() -> int:
             if line.startswith(("Private_Clean:", "Private_Dirty:")):
                 total += int(line.split()[1])
     return total
-
-
-def build_layout(root: Path, n_videos: int, n_classes: int, seed: int = 0) -> None:
-    """Markers-only frame store of `n_videos` videos, labels, classes and index; skipped if already complete."""
-    done = root / ".layout_complete"
-    if done.is_file() and done.read_text() == f"{n_videos} {n_classes} {seed}\n":
-        return
-    rng = np.random.default_rng(seed)
-    classes = [f"class {c:03d} (synthetic)" for c in range(n_classes)]
-    counts = rng.integers(30, 301, size=n_videos)
-    samples, entries = [], []
-    for i in tqdm(range(n_videos), desc=f"layout {n_videos}", unit="video", mininterval=5):
-        label = classes[i % n_classes]
-        video_id = f"yt{i:09d}_{i % 97:06d}_{i % 97 + 10:06d}"  # Kinetics-like ids
-        d = root / "jpg" / label / video_id
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "n_frames").write_text(f"{counts[i]}\n")
-        split = "val" if i % 10 == 0 else "train"
-        samples.append(Sample(video_id, label, split))
-        entries.append(IndexEntry(label, video_id, int(counts[i]), 256, 340, 30.0, 0, None, 0, True))
-    write_labels(root / "labels" / "all.csv", samples)
-    write_classes(root / "classes.txt", classes)
-    index_path(root).unlink(missing_ok=True)
-    add_entries(root, entries)
-    done.write_text(f"{n_videos} {n_classes} {seed}\n")
 
 
 def drop_cache(root: Path) -> str:
@@ -208,11 +182,11 @@ def run_child(mode: str, root: Path, cold: bool, workers: int, batch: int, timeo
         index_path(root).rename(hidden)  # the markers paths must not find an index
     try:
         if not cold:  # warm the page cache with one open first
-            subprocess.run([sys.executable, "-m", "tools.bench_index", "--child", mode, str(root), "--workers", "0"],
+            subprocess.run([sys.executable, "-m", "tools.bench.index", "--child", mode, str(root), "--workers", "0"],
                            check=True, capture_output=True, timeout=timeout)
             if mode == "index-nocache":
                 label_cache.unlink(missing_ok=True)
-        out = subprocess.run([sys.executable, "-m", "tools.bench_index", "--child", mode, str(root),
+        out = subprocess.run([sys.executable, "-m", "tools.bench.index", "--child", mode, str(root),
                               "--workers", str(workers), "--batch", str(batch)],
                              check=True, capture_output=True, text=True, timeout=timeout)
     finally:
@@ -224,7 +198,7 @@ def run_child(mode: str, root: Path, cold: bool, workers: int, batch: int, timeo
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools.bench_index", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench.index", description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, nargs="+", default=[100_000, 650_000], help="dataset sizes")
     p.add_argument("--classes", type=int, default=700, help="classes of the synthetic layout")
     p.add_argument("--dir", type=Path, default=Path("bench_data/index"), help="where the layouts are built")

@@ -15,23 +15,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from tools.ingest.jobs import Job, Result, convert_video
+
 log = logging.getLogger(__name__)
 
 __all__ = ["run_jobs_dask"]
 
 
-def _convert_one(job):
+def _convert_one(job: Job) -> Result:
     # Imported on the worker: the task carries only the module path, not the driver's state.
     import cv2
-
-    from tools.convert import convert_video
 
     cv2.setNumThreads(1)
     return convert_video(job)
 
 
-def run_jobs_dask(jobs: list, address: str, timeout: float = 60.0) -> Iterator:
-    """Results of `jobs` (`tools.convert.Job`) as the cluster at `address` finishes them.
+def run_jobs_dask(jobs: list[Job], address: str, timeout: float = 60.0) -> Iterator[Result]:
+    """Results of `jobs` (`tools.ingest.jobs.Job`) as the cluster at `address` finishes them.
 
     Raises RuntimeError with one clear line when ``distributed`` is missing or the scheduler cannot be reached
     within `timeout` seconds.
@@ -42,8 +42,6 @@ def run_jobs_dask(jobs: list, address: str, timeout: float = 60.0) -> Iterator:
     except ImportError:
         raise RuntimeError("--dask needs the optional dependency `distributed`: "
                            "pip install -r requirements-dask.txt") from None
-    from tools.convert import Result
-
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as e:

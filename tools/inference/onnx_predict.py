@@ -4,7 +4,7 @@
     predictor = Predictor(loaded)               # tools.predict's predictor, unchanged
 
 No PyTorch checkpoint is needed: the class names and the preprocessing (clip length, frame interval, resize,
-crop, mean, std) come from the file (`tools.onnx_metadata`). The graph's clip length and crop size are fixed.
+crop, mean, std) come from the file (`tools.inference.onnx_metadata`). The graph's clip length and crop size are fixed.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tools.onnx_metadata import read_model_metadata
+from tools.inference.onnx_metadata import read_model_metadata
 from train.inference import LoadedModel
 
 __all__ = ["OnnxModule", "load_onnx_model"]

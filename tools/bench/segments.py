@@ -1,9 +1,9 @@
 """Segment-cutting benchmark: HACS-like clips cut out of one long untrimmed video, four ways.
 
-    python -m tools.bench_segments [--minutes 3] [--size 320x240] [--fps 30] [--keyint 150] [--clips 15.5,80,150]
+    python -m tools.bench.segments [--minutes 3] [--size 320x240] [--fps 30] [--keyint 150] [--clips 15.5,80,150]
 
 Generates (once, under ``--work``) an h264 video with a moving textured pattern (so the codec does real work),
-then times ``tools.convert_segments.convert_source`` cutting 2-second clips from it:
+then times ``tools.ingest.segments.convert_source`` cutting 2-second clips from it:
 
 - (a) all clips in one pass, seeking over long gaps (the converter's default);
 - (b) all clips in one pass, decoding every frame up to the last clip (no seeking);
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tools import convert_segments
-from tools.convert import Job
-from tools.convert_segments import SourceJob, convert_source
+from tools.ingest import segments as convert_segments
+from tools.ingest.jobs import Job
+from tools.ingest.segments import SourceJob, convert_source
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def _run(video: Path, out: Path, starts: list[float], per_clip: bool, seek_gap: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; prints the table and returns 0."""
-    p = argparse.ArgumentParser(prog="python -m tools.bench_segments", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.bench.segments", description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("bench_data/segments"), help="scratch folder")
     p.add_argument("--minutes", type=float, default=3.0, help="length of the untrimmed video")
     p.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")

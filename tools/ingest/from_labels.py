@@ -7,7 +7,7 @@ their files under SRC (searched recursively: flat ``<id>.webm``, ``<class>/<file
 - Finding a row's video: a file whose name (without extension) is the video id is the clip itself, converted
   whole (trimmed downloads: Diving-48, SSv2, MiT, the Kinetics crawler's clips). Otherwise, for a row with times
   and an id ``<source>_<start:06d>_<end:06d>[_n]``, the file ``<source>.*`` or ``v_<source>.*`` (the HACS
-  downloader's name) is an untrimmed source and the segment is cut out of it (``tools.convert_segments``: every
+  downloader's name) is an untrimmed source and the segment is cut out of it (``tools.ingest.segments``: every
   source is decoded once, however many clips it gives). Where several files match, the one in a folder named
   after the label (spaces as ``_`` too) wins; otherwise the row is reported as ambiguous.
 - The label file is checked before anything is converted: start >= end, only one of the two times, negative
@@ -36,11 +36,21 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data.index import refresh_index
 from data.label_table import warm_label_caches
-from data.labels import LabelError, Sample, read_classes, read_labels, safe_video_dir, write_classes, write_labels
-from tools.convert import Job, Result, convert_video, run_jobs, write_failures
-from tools.convert_segments import SourceJob, SourceResult, convert_source
-from tools.label_builders import SEGMENT_ID, safe_label
-from tools.video_folder import VIDEO_EXTENSIONS
+from data.labels import (
+    SEGMENT_ID,
+    LabelError,
+    Sample,
+    read_classes,
+    read_labels,
+    safe_label,
+    safe_video_dir,
+    write_classes,
+    write_labels,
+)
+from tools.ingest.failures import write_failures
+from tools.ingest.jobs import Job, Result, convert_video, run_jobs
+from tools.ingest.segments import SourceJob, SourceResult, convert_source
+from tools.ingest.video_folder import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -139,7 +139,7 @@ def find_sources(folder: Path) -> dict[str, dict[str, Path]]:
     """Videos under `folder` by group, each as {unique name: path}: every sub-folder is a group (videos at any
     depth below it, named by their path below it with ``/`` turned into ``_``); videos lying directly in `folder`
     form a group named after it. Hidden files and folders are skipped."""
-    from tools.video_folder import VIDEO_EXTENSIONS
+    from tools.ingest.video_folder import VIDEO_EXTENSIONS
 
     def videos(top: Path, recursive: bool) -> dict[str, Path]:
         found = sorted(top.rglob("*") if recursive else top.iterdir())
