@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .activation_checkpointing import run_stage
 from .base import VideoClassifier
 from .mtconv import (
     COSINE_POOL_MIN_FRAMES,
@@ -137,6 +138,8 @@ class MTNet(VideoClassifier):
     """MTNet with `layers` MTBlocks per stage; see the module docstring. Features: `planes[-1]` (512 at width 1)."""
 
     min_frames = COSINE_POOL_MIN_FRAMES
+    #: Recompute each MTBlock in backward (`network.activation_checkpointing`).
+    activation_checkpointing = False
 
     def __init__(self, layers: Sequence[int], num_classes: int = 400, groups: int = 1, dropout: float = 0.0,
                  width_mult: float = 1.0, lateral_pool: str = "avg") -> None:
@@ -176,7 +179,8 @@ class MTNet(VideoClassifier):
     def forward_features(self, x: Tensor) -> Tensor:
         self.check_input(x)
         pair = self.stem(x)
-        pair = self.layer4(self.layer3(self.layer2(self.layer1(pair))))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            pair = run_stage(stage, pair, self.activation_checkpointing)
         return torch.cat([self.avgpool(p).flatten(1) for p in pair], dim=1)
 
 

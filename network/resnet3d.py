@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from .activation_checkpointing import run_stage
 from .base import VideoClassifier, scale_channels, stage_widths
 from .registry import register_model
 from .srtg import SqueezeRecursion
@@ -215,6 +216,9 @@ class VideoResNet(VideoClassifier):
     """Generic video ResNet: stem (+ max-pool in the SRTG layout), four stages of basic or bottleneck blocks,
     global average pool, dropout, linear."""
 
+    #: Recompute each residual block in backward (`network.activation_checkpointing`).
+    activation_checkpointing = False
+
     def __init__(self, convs: Sequence[ConvBuilder], layers: Sequence[int], stem: str = "r3d",
                  num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0,
                  squeeze_recursion: bool = False, block: str = "basic", base_width: int = 64,
@@ -285,10 +289,8 @@ class VideoResNet(VideoClassifier):
         x = self.stem(x)
         if self.layout == "srtg":
             x = self.pool(x)
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = self.layer4(x)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = run_stage(stage, x, self.activation_checkpointing)
         return self.avgpool(x).flatten(1)
 
     def pretrained_2d_map(self) -> dict[str, str]:

@@ -164,6 +164,14 @@ def build_parser(defaults: dict[str, Any] | None = None,
     r.add_argument("--max-nonfinite", type=positive_int, default=5,
                    help="stop after this many NaN/inf losses in a row (each is skipped, never trained on)")
     r.add_argument("--val-frequency", type=positive_int, default=1, help="validate every N epochs (and last)")
+    r.add_argument("--channels-last", action="store_true",
+                   help="channels_last_3d memory format for the weights and input batches (faster 3-D convolutions "
+                        "on GPUs; same results)")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (inductor; the first steps compile; not with multigrid)")
+    r.add_argument("--activation-checkpointing", action="store_true",
+                   help="recompute each residual block in the backward pass instead of storing its activations "
+                        "(video ResNets, SRTG/CSN, MTNet: less memory, about one more forward per step)")
     r.add_argument("--sync-bn", action="store_true",
                    help="synchronise BatchNorm statistics across processes (DDP on CUDA GPUs only)")
     r.add_argument("--preempt-signal", default="TERM", type=str.upper, choices=("TERM", "USR1", "USR2", "NONE"),

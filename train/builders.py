@@ -37,6 +37,7 @@ from train.precision import Precision, keep_batchnorm_fp32
 from train.pretrained import TORCHVISION_VIDEO_MODELS, missing_weights_message
 from train.recipe import build_criterion, build_ema, build_mixer, build_preemption, build_sync_bn
 from train.size_checks import check_clip_fits
+from train.speed_options import compile_model, configure_model, wrap_input
 from train.temporal_gates import temporal_gates_callbacks
 from train.trainer import LoaderFactory, Trainer, seed_everything
 
@@ -397,6 +398,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
         model = convert_sub_batchnorm(model, multigrid.bn_group_size)
 
     model.to(device)
+    configure_model(model, args)
     precision = Precision(args.precision, device)
     if args.precision == "bf16" and device.type == "cpu" and dist_info.is_main:
         log.warning("--precision bf16 on the CPU: oneDNN's AVX-512 bf16 convolutions have returned wrong weight "
@@ -415,10 +417,11 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
         # fp32 for half inputs, and fp32 copies before every BN would more than double the saved activations.
         keep_batchnorm_fp32(model)
     ema = build_ema(model, args)
-    ddp_model: nn.Module = model
+    ddp_model: nn.Module = wrap_input(model, args)
     if dist_info.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+        ddp_model = nn.parallel.DistributedDataParallel(ddp_model, device_ids=[device.index] if device.type == "cuda"
                                                         else None)
+    ddp_model = compile_model(ddp_model, args)
     callbacks, checkpointer, history = build_callbacks(args, checkpoint_meta(args, data), model, resume, dist_info,
                                                        extra_callbacks)
     trainer = Trainer(ddp_model, optimizer, train_loaders, scheduler=scheduler, end_epoch=end_epoch,
