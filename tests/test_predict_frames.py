@@ -1,6 +1,7 @@
 """``tools.predict --frames N`` (fewer frames per clip over the same span) and ``tools.bench_frames``."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -22,6 +23,24 @@ def _numbered_video(video_dir, n_frames: int = 40):
     return video_dir
 
 
+@contextlib.contextmanager
+def _model_inputs():
+    """Records every clip batch a model is called on (each module sees it; kept once, from the outermost)."""
+    calls: list[torch.Tensor] = []
+
+    def record(module, args):
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and x.ndim == 5 and x.shape[1] == 3 and \
+                not any(x.data_ptr() == c.data_ptr() for c in calls[-1:]):
+            calls.append(x)
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        yield calls
+    finally:
+        hook.remove()
+
+
 def _frames_seen(calls: list[torch.Tensor]) -> list[list[int]]:
     """The frame numbers of each clip in the recorded model inputs (un-normalised green channel / 6)."""
     return [((clip[1] * STD[1] + MEAN[1]) * 255 / 6).mean(dim=(1, 2)).round().int().tolist()
@@ -31,21 +50,10 @@ def _frames_seen(calls: list[torch.Tensor]) -> list[list[int]]:
 def test_frames_spreads_fewer_frames_over_the_same_span(tmp_path, capsys):
     ckpt = make_checkpoint(tmp_path / "m.pth", network="r3d_18", clip_length=8, frame_interval=2)
     video = _numbered_video(tmp_path / "v")
-    calls: list[torch.Tensor] = []
-
-    def record(module, args):  # every module sees the batch; the first one with new pixels is the model itself
-        x = args[0] if args else None
-        if isinstance(x, torch.Tensor) and x.ndim == 5 and x.shape[1] == 3 and \
-                not any(x.data_ptr() == c.data_ptr() for c in calls[-1:]):
-            calls.append(x)
-
-    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
+    with _model_inputs() as first:
         assert predict.main(["--checkpoint", str(ckpt), "--frames", "4", "--clips", "2", "--json", str(video)]) == 0
-        first, calls[:] = list(calls), []
+    with _model_inputs() as calls:
         assert predict.main(["--checkpoint", str(ckpt), "--clips", "1", "--json", str(video)]) == 0
-    finally:
-        hook.remove()
     result = json.loads(capsys.readouterr().out.split("\n]")[0] + "]")[0]
     assert (result["clip_length"], result["frame_interval"]) == (4, 4) and not result["looped"]
     # 2 evenly spaced clips of 4 frames, 4 apart: each covers 13 of the 16 frames a model clip (8 every 2) covers.
@@ -59,6 +67,28 @@ def test_frames_spreads_fewer_frames_over_the_same_span(tmp_path, capsys):
     assert predict.clip_interval(8, 2, 4) == 4 and predict.clip_interval(8, 2, 16) == 1
     assert predict.clip_interval(16, 2, 5) == 6  # 5 frames over the 32-frame span
     assert predict.clip_interval(8, 4, 12) == 2  # 3 would reach 34 frames, past the 32-frame window
+
+
+def test_cli_stride_places_the_timeline_windows(tmp_path, capsys):
+    """`--timeline --window 10 --stride 4` on 40 frames: windows start every 4 frames, plus one ending on the last
+    frame; each window's clip is made of frames inside it. Without --stride the windows do not overlap."""
+    ckpt = make_checkpoint(tmp_path / "m.pth", network="r3d_18", clip_length=8, frame_interval=2)
+    video = _numbered_video(tmp_path / "v")
+    with _model_inputs() as calls:
+        assert predict.main(["--checkpoint", str(ckpt), "--clips", "1", "--timeline", "--window", "10",
+                             "--stride", "4", "--json", "--out", str(tmp_path / "p.json"), str(video)]) == 0
+    [result] = json.loads(capsys.readouterr().out.split("\n]")[0] + "]")
+    assert result["stride"] == 4
+    assert [(w["start_frame"], w["end_frame"]) for w in result["timeline"]] == \
+        [(0, 10), (4, 14), (8, 18), (12, 22), (16, 26), (20, 30), (24, 34), (28, 38), (30, 40)]
+    # The model saw the video-level clip (8 frames every 2, centred) and, per window, 8 frames spread over its 10.
+    starts = [w["start_frame"] for w in result["timeline"]]
+    expected = [list(range(12, 28, 2))] + [[s + o for o in (0, 1, 2, 3, 5, 6, 7, 8)] for s in starts]
+    assert sorted(_frames_seen(calls)) == sorted(expected)
+    assert predict.main(["--checkpoint", str(ckpt), "--clips", "1", "--timeline", "--window", "10", "--json",
+                         "--out", str(tmp_path / "q.json"), str(video)]) == 0
+    [plain] = json.loads(capsys.readouterr().out.split("\n]")[0] + "]")
+    assert [w["start_frame"] for w in plain["timeline"]] == [0, 10, 20, 30]
 
 
 def test_frames_below_the_models_minimum_is_refused(tmp_path, capsys):
