@@ -58,7 +58,8 @@ def test_bench_loader_small_run(tmp_path, capsys):
         cells = re.findall(r"\| (\d+) \((\d+\.\d+)x d\)", line)
         assert len(cells) == 3 or row.startswith("(d)"), line
         for (rate, ratio), d in zip(cells, (d_warm, d_warm, d_cpu) if len(cells) == 3 else (d_warm, d_cpu)):
-            assert abs(float(rate) / d - float(ratio)) <= 0.006 + 1.0 / d, line
+            # both figures are rounded (rate to 1 clip/s, ratio to 0.01): allow for that
+            assert abs(float(rate) / d - float(ratio)) <= 0.006 + (1.0 + float(ratio)) / d, line
     # Storage: 4 videos of 32 frames in both stores; one frames.db + n_frames per video, one file per frame.
     storage = {m.group(1): m.groups()[1:] for m in re.finditer(
         r"^\| (SQLite frame store|JPEG folder|source videos) \| (\S+) \| (\d+) \| (\d+) \| (\d+\.\d+) MB \|", text,

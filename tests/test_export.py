@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import onnx
@@ -59,20 +58,21 @@ def test_cli_checkpoint_export_with_metadata_and_bench(tmp_path, capsys):
     assert json.loads(meta["preprocess"])["crop_size"] == 32
 
 
-def test_bench_rate_counts_clips_per_second_of_the_timed_calls():
-    """A call that takes 20 ms on a batch of 4 clips runs at 200 clips/s (a little less: sleep overshoots), for
-    whatever measuring time; the untimed warm-up call is not counted."""
+def test_bench_rate_counts_clips_per_second_of_the_timed_calls(monkeypatch):
+    """On a clock where each call takes 1/64 s, a batch of 4 clips runs at exactly 256 clips/s, for whatever
+    measuring time; the untimed warm-up call is not counted. (Binary fractions: no rounding in the clock.)"""
+    now = [100.0]
+    monkeypatch.setattr(export_onnx.time, "perf_counter", lambda: now[0])
     calls = []
 
     def fn():
-        calls.append(time.perf_counter())
-        time.sleep(0.02)
+        calls.append(now[0])
+        now[0] += 1 / 64
 
-    rate = export_onnx._rate(fn, batch=4, seconds=0.2)
-    assert 130 <= rate <= 200, rate
-    assert 9 <= len(calls) - 1 <= 11  # the warm-up, then ~0.2 s of 20 ms calls
+    assert export_onnx._rate(fn, batch=4, seconds=0.25) == 256.0
+    assert len(calls) == 1 + 16  # the warm-up, then 0.25 s of 1/64 s calls
     calls.clear()
-    assert 65 <= export_onnx._rate(fn, batch=2, seconds=0.1) <= 100
+    assert export_onnx._rate(fn, batch=2, seconds=0.125) == 128.0 and len(calls) == 1 + 8
 
 
 def test_cli_all_exports_every_registered_network(tmp_path, capsys, monkeypatch):
