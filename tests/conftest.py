@@ -10,3 +10,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory):
+    """One converted dataset for the whole test run (2 classes x 6 synthetic motion videos of 16 frames, 32x40:
+    8 train, 4 val). Tests read it; a test that must change it works on a copy."""
+    from tests.train_util import make_store
+
+    return make_store(tmp_path_factory.mktemp("tiny_store"), classes=2, videos_per_class=6)

@@ -5,11 +5,13 @@ import argparse
 import importlib
 import os
 import re
+import sys
 
 import pytest
 import torch
 
 from tests.train_util import make_store, tiny_train_argv
+from tests.unprivileged import run_unprivileged
 from train import cli
 from train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 
@@ -166,10 +168,13 @@ def test_non_writable_model_dir(store, tmp_path, capsys):
     blocker.write_text("not a folder")
     _assert_fails(tiny_train_argv(store, blocker / "run"), capsys, "--model-dir .* is not writable")
     assert blocker.read_text() == "not a folder"
-    if os.geteuid() != 0:  # root ignores permission bits
-        ro = tmp_path / "ro"
-        ro.mkdir(mode=0o555)
-        _assert_fails(tiny_train_argv(store, ro), capsys, "is not writable")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    result = run_unprivileged([sys.executable, "-m", "train", *tiny_train_argv(store, ro)], cwd=tmp_path)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and re.search("is not writable", err[-1]) and err[-1].startswith("error: "), \
+        result.stderr[-2000:]
+    assert not list(ro.iterdir())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")

@@ -12,6 +12,7 @@ import pytest
 
 from data.store import open_video
 from tests.test_convert import failures, run
+from tests.unprivileged import run_unprivileged
 from tests.videos_util import make_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,12 +65,13 @@ def test_root_that_is_a_file_or_not_writable_is_one_line(videos, tmp_path, capsy
     with pytest.raises(SystemExit) as e:
         run(videos, afile)
     assert e.value.code == 2 and "afile: exists and is not a folder" in capsys.readouterr().err
-    if os.geteuid() != 0:  # root may write anywhere
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        with pytest.raises(SystemExit) as e:
-            run(videos, locked / "root")
-        assert e.value.code == 2 and "not writable" in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_unprivileged([sys.executable, "-m", "tools.convert", str(videos), str(locked / "root")],
+                              cwd=tmp_path)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "not writable" in err[-1] and err[-1].startswith("error: "), result.stderr
+    assert not list(locked.iterdir())
 
 
 def test_a_database_with_a_hole_is_converted_again(videos, tmp_path):

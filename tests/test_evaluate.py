@@ -121,9 +121,25 @@ def test_evaluate_tool_writes_report_json_csv_png(store, tmp_path, capsys):
     assert np.array(report["confusion"]).sum() == report["videos"]
     assert (tmp_path / "confusion_train.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "per_class_train.csv").read_text().startswith("class,accuracy,correct,videos")
-    # The video accuracy in the report is the mean of the correct diagonal.
-    cm = np.array(report["confusion"])
-    assert report["video_top1"] == pytest.approx(100.0 * np.trace(cm) / cm.sum())
+
+
+def test_evaluate_tool_report_of_a_known_model(store, tmp_path, capsys):
+    """A model that answers the second class whatever it sees, on 3 train videos per class: every row of the
+    confusion matrix (true class) puts its 3 videos in column 1, one class in three is right."""
+    classes = (store / "classes.txt").read_text().split()
+    ckpt = _write_checkpoint(tmp_path / "m.pth", classes)
+    saved = torch.load(ckpt, weights_only=True)
+    saved["model"]["fc.bias"] = torch.tensor([0.0, 1e4, 0.0])
+    torch.save(saved, ckpt)
+    assert ev_tool.main(["--checkpoint", str(ckpt), "--dataset", str(store), "--clips-per-video", "2",
+                         "--workers", "0", "--split", "train"]) == 0
+    capsys.readouterr()
+    report = json.loads((tmp_path / "eval_train.json").read_text())
+    assert report["confusion"] == [[0, 3, 0], [0, 3, 0], [0, 3, 0]]
+    assert report["video_top1"] == pytest.approx(100 / 3) and report["clip_top1"] == pytest.approx(100 / 3)
+    assert report["per_class"] == {classes[0]: 0.0, classes[1]: 100.0, classes[2]: 0.0}
+    rows = (tmp_path / "per_class_train.csv").read_text().splitlines()[1:]
+    assert sorted(rows) == sorted([f"{classes[0]},0.00,0,3", f"{classes[1]},100.00,3,3", f"{classes[2]},0.00,0,3"])
 
 
 def test_evaluate_tool_bad_inputs(store, tmp_path, capsys):

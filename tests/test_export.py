@@ -52,10 +52,48 @@ def test_cli_checkpoint_export_with_metadata_and_bench(tmp_path, capsys):
                              "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["ok"] and row["input_shape"] == ["batch", 3, 8, 32, 32] and row["size_bytes"] > 0
-    assert row["torch_clips_per_s"] > 0 and row["ort_clips_per_s"] > 0
+    assert row["torch_clips_per_s"] > 0 and row["ort_clips_per_s"] > 0  # the figures' meaning: test_bench_rate_*
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["network"] == "r3d_18" and json.loads(meta["classes"]) == CLASSES
     assert json.loads(meta["preprocess"])["crop_size"] == 32
+
+
+def test_bench_rate_counts_clips_per_second_of_the_timed_calls(monkeypatch):
+    """On a clock where each call takes 1/64 s, a batch of 4 clips runs at exactly 256 clips/s, for whatever
+    measuring time; the untimed warm-up call is not counted. (Binary fractions: no rounding in the clock.)"""
+    now = [100.0]
+    monkeypatch.setattr(export_onnx.time, "perf_counter", lambda: now[0])
+    calls = []
+
+    def fn():
+        calls.append(now[0])
+        now[0] += 1 / 64
+
+    assert export_onnx._rate(fn, batch=4, seconds=0.25) == 256.0
+    assert len(calls) == 1 + 16  # the warm-up, then 0.25 s of 1/64 s calls
+    calls.clear()
+    assert export_onnx._rate(fn, batch=2, seconds=0.125) == 128.0 and len(calls) == 1 + 8
+
+
+def test_cli_all_exports_every_registered_network(tmp_path, capsys, monkeypatch):
+    """`--all` writes one checked ONNX file per registered network into --out-dir and a row for each; one that does
+    not export makes the exit status 1 without stopping the others (the registry is cut to two names here:
+    the full zoo takes minutes)."""
+    import network
+
+    monkeypatch.setattr(network, "list_models", lambda: ["r3d_18", "mict_resnet18"])
+    out_dir = tmp_path / "onnx"
+    code = export_onnx.main(["--all", "--out-dir", str(out_dir), "--width-mult", "0.125", "--clip-length", "8",
+                             "--crop-size", "32", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["network"] for r in rows] == ["r3d_18", "mict_resnet18"]
+    # MiCT-ResNet (v1) needs 16 frames: refused with the model's reason, the others exported
+    assert [r["ok"] for r in rows] == [True, False] and code == 1
+    assert "16" in rows[1]["reason"]
+    assert [p.name for p in out_dir.iterdir()] == ["r3d_18.onnx"]
+    proto = onnx.load(str(out_dir / "r3d_18.onnx"))
+    assert {p.key: p.value for p in proto.metadata_props}["network"] == "r3d_18"
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 8, 32, 32]
 
 
 def test_cli_unknown_network_and_missing_args(tmp_path, capsys):

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
@@ -177,3 +179,23 @@ def test_dataset_pickles_for_spawned_workers(tmp_path):
     copy = pickle.loads(pickle.dumps(ds))
     assert list(copy.samples) == list(ds.samples) and copy.n_frames == list(ds.n_frames)
     assert copy[1][0].shape == ds[1][0].shape
+
+
+def test_cli_rebuild_rereads_databases_the_quick_check_trusts(tmp_path, capsys):
+    """A database edited in place behind the index's back, with its size and mtime put back (a restored backup,
+    a copy tool keeping times): the default refresh trusts it, `--rebuild` reads it again."""
+    root = make_root(tmp_path)
+    assert index_cli.main([str(root)]) == 0
+    db = root / "jpg" / "walk" / "w1" / "frames.db"
+    before = db.stat()
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = '50' WHERE key = 'fps'")
+    conn.close()
+    os.utime(db, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert db.stat().st_size == before.st_size
+    assert index_cli.main([str(root)]) == 0
+    assert "(4 unchanged, 0 read, 0 removed" in capsys.readouterr().out
+    assert {e.video_id: e.fps for e in read_all(root)}["w1"] == 25.0  # stale, as expected without --rebuild
+    assert index_cli.main([str(root), "--rebuild"]) == 0
+    assert "(0 unchanged, 4 read, 0 removed" in capsys.readouterr().out
+    assert {e.video_id: e.fps for e in read_all(root)}["w1"] == 50.0

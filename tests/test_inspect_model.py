@@ -8,6 +8,7 @@ import torch
 import torchvision
 
 from tests.test_predict import make_checkpoint
+from tests.train_util import FRAME_BASELINE
 from tools import inspect_model
 from tools.inspect_model import block_kernels, layer_type_counts, parameter_table
 
@@ -73,3 +74,37 @@ def test_cli_reads_a_checkpoint_and_prints_tables(tmp_path, capsys):
     with pytest.raises(SystemExit):
         inspect_model.main(["--checkpoint", str(tmp_path / "junk.pth")])
     assert "junk.pth" in capsys.readouterr().err
+
+
+def _readme_example() -> list[str]:
+    """The README's `tools.inspect_model --network r2plus1d_18` example output, up to the elided block table."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("$ python -m tools.inspect_model --network r2plus1d_18 --arrays 4 --kernels stem_kernels.png")
+    lines = text[start:].splitlines()[1:]
+    return lines[:lines.index("block kernels (T x H x W):")]
+
+
+def test_cli_prints_the_readme_figures(tmp_path, capsys):
+    """The published example (31,505,325 parameters, 81.04 GFLOPs per 16x112x112 clip, the largest arrays, the
+    layer-type counts) is what the command prints."""
+    expected = _readme_example()
+    assert expected[0].startswith("r2plus1d_18: 31,505,325 parameters") and "81.04 GFLOPs" in expected[0]
+    assert inspect_model.main(["--network", "r2plus1d_18", "--arrays", "4", "--kernels",
+                               str(tmp_path / "stem_kernels.png")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[:len(expected)] == expected
+
+
+@pytest.mark.parametrize("name,kwargs,gflops", [
+    ("r3d_18", {}, 81.4), ("mc3_18", {}, 86.7), ("r2plus1d_18", {}, 81.0), ("mict_resnet18", {}, 12.5),
+    (FRAME_BASELINE, {}, 15.5), ("r3d_18", {"layout": "srtg"}, 12.8), ("mtnet_xs", {}, 8.1)])
+def test_gflops_match_the_published_tables(name, kwargs, gflops):
+    """docs/BENCHMARKS.md's GFLOPs per 16x112x112 clip (counted on the meta device: shapes only)."""
+    from network import build_model
+    from tools.inference.flops import count_gflops
+
+    with torch.device("meta"):
+        model = build_model(name, 400, **kwargs)
+    assert round(count_gflops(model, (3, 16, 112, 112)), 1) == gflops

@@ -39,19 +39,35 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
 
-def _run_and_signal(cmd: list[str], sig: int, after: str) -> tuple[int, str]:
-    """Start `cmd`, send `sig` once a log line contains `after`, return (exit code, stderr)."""
+def _children(pid: int) -> list[int]:
+    """Process ids of the children of `pid` (Linux /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _run_and_signal(cmd: list[str], sig: int, after: str, group: bool = False) -> tuple[int, str, list[int]]:
+    """Start `cmd`, send `sig` once a log line contains `after`, return (exit code, stderr, child pids when the
+    signal went out). `group`: the run gets its own session and the signal goes to its whole process group
+    (loader workers included), as SLURM and a terminal's Ctrl-C send it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=group)
     lines: list[str] = []
+    children: list[int] = []
     sent = threading.Event()
 
     def read() -> None:
         for line in proc.stderr:
             lines.append(line)
             if after in line and not sent.is_set():
+                children.extend(_children(proc.pid))
                 sent.set()
-                proc.send_signal(sig)
+                if group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -59,25 +75,52 @@ def _run_and_signal(cmd: list[str], sig: int, after: str) -> tuple[int, str]:
         rc = proc.wait(timeout=RUN_TIMEOUT_S)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
     reader.join(timeout=10)
     assert sent.is_set(), "the run ended before the signal could be sent:\n" + "".join(lines[-20:])
-    return rc, "".join(lines)
+    return rc, "".join(lines), children
 
 
 # The recipe options carry state across the interruption too: EMA weights, the mixing generator, accumulated steps.
 RECIPE = ("--ema", "0.9", "--mixup", "0.2", "--cutmix", "1.0", "--label-smoothing", "0.1", "--grad-accum", "2")
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigterm_mid_epoch_then_resume_auto_gives_the_weights_of_an_uninterrupted_run(store, tmp_path, workers):
-    whole = tmp_path / "whole"
-    done = _run(_argv(store, whole, workers, *RECIPE))
-    assert done.returncode == 0, done.stderr[-2000:]
+@pytest.fixture(scope="module")
+def uninterrupted(store, tmp_path_factory):
+    """The model folder of the uninterrupted run with `workers` loader processes (made once per module)."""
+    runs: dict[int, Path] = {}
 
+    def get(workers: int) -> Path:
+        if workers not in runs:
+            whole = tmp_path_factory.mktemp(f"whole{workers}")
+            done = _run(_argv(store, whole, workers, *RECIPE))
+            assert done.returncode == 0, done.stderr[-2000:]
+            runs[workers] = whole
+        return runs[workers]
+
+    return get
+
+
+def _assert_same_final_weights(whole: Path, parts: Path) -> None:
+    final_a = load_checkpoint(checkpoint_path(whole, "mict_resnet18", 2))
+    final_b = load_checkpoint(checkpoint_path(parts, "mict_resnet18", 2))
+    for key in ("model", "ema"):
+        a, b = (final_a[key], final_b[key]) if key == "model" else (final_a[key]["model"], final_b[key]["model"])
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), (key, name)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sigterm_mid_epoch_then_resume_auto_gives_the_weights_of_an_uninterrupted_run(store, tmp_path, workers,
+                                                                                      uninterrupted):
+    whole = uninterrupted(workers)
     parts = tmp_path / "parts"
     cmd = _argv(store, parts, workers, "--resume", "auto", *RECIPE)
-    rc, err = _run_and_signal(cmd, signal.SIGTERM, "Epoch [1] Batch [2/9]")
+    rc, err, _ = _run_and_signal(cmd, signal.SIGTERM, "Epoch [1] Batch [2/9]")
     assert rc == EXIT_PREEMPTED, err[-2000:]
     assert "SIGTERM: stopped at epoch 1" in err and "--resume auto" in err
     mids = list_mid_checkpoints(parts, "mict_resnet18")
@@ -92,18 +135,34 @@ def test_sigterm_mid_epoch_then_resume_auto_gives_the_weights_of_an_uninterrupte
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resuming epoch 1 after batch {batches}" in resumed.stderr
     assert not list_mid_checkpoints(parts, "mict_resnet18")  # superseded by the epoch checkpoints
-    final_a = load_checkpoint(checkpoint_path(whole, "mict_resnet18", 2))
-    final_b = load_checkpoint(checkpoint_path(parts, "mict_resnet18", 2))
-    for key in ("model", "ema"):
-        a, b = (final_a[key], final_b[key]) if key == "model" else (final_a[key]["model"], final_b[key]["model"])
-        assert a.keys() == b.keys()
-        for name in a:
-            assert torch.equal(a[name], b[name]), (key, name)
+    _assert_same_final_weights(whole, parts)
+
+
+@pytest.mark.parametrize("name", ["TERM", "USR1"])
+def test_signal_to_the_whole_process_group_with_workers_running(store, tmp_path, uninterrupted, name):
+    """SLURM (and a terminal) signal every process of the job: the trainer and its 2 loader workers get SIGTERM
+    (or SIGUSR1 with --preempt-signal USR1) at once. The workers ignore it, the trainer finishes its step, writes
+    the mid-epoch checkpoint and exits 75; the resumed run ends with the uninterrupted run's weights."""
+    sig = signal.Signals[f"SIG{name}"]
+    parts = tmp_path / "parts"
+    cmd = _argv(store, parts, 2, "--resume", "auto", "--preempt-signal", name, *RECIPE)
+    rc, err, children = _run_and_signal(cmd, sig, "Epoch [1] Batch [2/9]", group=True)
+    assert len(children) >= 2, "no loader workers were running when the signal went out"
+    assert rc == EXIT_PREEMPTED, err[-2000:]
+    assert f"SIG{name}: stopped at epoch 1" in err
+    assert "Traceback" not in err and "killed by signal" not in err, err[-2000:]
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)  # no worker left behind
+    [(epoch, batches)] = list_mid_checkpoints(parts, "mict_resnet18")
+    assert epoch == 1 and 2 <= batches < 9
+    resumed = _run(cmd)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming epoch 1 after batch {batches}" in resumed.stderr
+    _assert_same_final_weights(uninterrupted(2), parts)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130_with_one_line(store, tmp_path):
     cmd = _argv(store, tmp_path / "run", 0, "--tensorboard")
-    rc, err = _run_and_signal(cmd, signal.SIGINT, "Epoch [1] Batch [1/9]")
+    rc, err, _ = _run_and_signal(cmd, signal.SIGINT, "Epoch [1] Batch [1/9]")
     assert rc == EXIT_INTERRUPTED
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert "SIGINT: stopped at epoch 1" in err and "--resume auto" in err
@@ -206,24 +265,6 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
         assert torch.equal(r0["params"][k], r1["params"][k]), k
 
 
-class _StopAtCall:
-    """A preemption flag that asks to stop at its `n`-th check (the trainer checks after every step and epoch)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.calls = n, 0
-        self.signal_name = "SIGTERM"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def should_stop(self, dist_info) -> bool:
-        self.calls += 1
-        return self.calls >= self.n
-
-
 def test_mid_epoch_resume_inside_a_multigrid_schedule_equals_the_uninterrupted_run(tmp_path):
     from train import cli
     from train.preemption import TrainingInterrupted
@@ -238,12 +279,21 @@ def test_mid_epoch_resume_inside_a_multigrid_schedule_equals_the_uninterrupted_r
     whole = cli.prepare(cli.parse_args(argv(tmp_path / "whole")))
     cli.train(whole)
 
+    from train.callbacks import Callback
+
+    class SigtermAt(Callback):
+        """A real SIGTERM to this process, through the run's own handler, after epoch 2's second step."""
+
+        def on_batch_end(self, trainer, batch, logs):
+            if logs["epoch"] == 2 and batch == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)  # let the handler run before the step's stop check
+
     parts_dir = tmp_path / "parts"
-    first = cli.prepare(cli.parse_args(argv(parts_dir, "--resume", "auto")))
-    first.trainer.preemption = _StopAtCall(6)  # epoch 1: 3 steps + the epoch check; epoch 2: after its 2nd step
+    first = cli.prepare(cli.parse_args(argv(parts_dir, "--resume", "auto")), extra_callbacks=[SigtermAt()])
     with pytest.raises(TrainingInterrupted) as stop:
         cli.train(first)
-    assert (stop.value.epoch, stop.value.batch) == (2, 2)
+    assert (stop.value.signal_name, stop.value.epoch, stop.value.batch) == ("SIGTERM", 2, 2)
     ckpt = load_checkpoint(stop.value.checkpoint)
     assert ckpt["multigrid"] and ckpt["mid_epoch"]["batches_done"] == 2
     second = cli.prepare(cli.parse_args(argv(parts_dir, "--resume", "auto")))

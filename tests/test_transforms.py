@@ -1,5 +1,4 @@
 """Clip transforms: identical parameters on every frame, shapes, crop geometry, colour maths, normalisation."""
-import sys
 
 import numpy as np
 import pytest
@@ -166,7 +165,3 @@ def test_bad_clips_raise():
         ToTensorNormalize()(np.zeros((T, 4, 4), np.uint8))
     with pytest.raises(ValueError):
         val_transform(8)(np.zeros((T, 16, 16, 3), np.float32), np.random.default_rng())
-
-
-def test_no_imgaug():
-    assert "imgaug" not in sys.modules

@@ -105,3 +105,19 @@ def test_not_a_dataset_root_exits_two(tmp_path):
     with pytest.raises(SystemExit) as exc:
         _run(tmp_path / "nope")
     assert exc.value.code == 2
+
+
+def test_decode_finds_frames_that_pass_every_cheaper_check(root):
+    """A frame whose bytes are a JPEG frame (start and end markers) with a matching checksum, but no decodable
+    image: only `--decode` reports it."""
+    from data.store import frame_checksum
+
+    video = _videos(root)[0]
+    with sqlite3.connect(video / "frames.db") as conn:
+        blob = conn.execute("SELECT jpeg FROM frames WHERE idx = 4").fetchone()[0]
+        junk = blob[:3] + bytes(len(blob) - 5) + b"\xff\xd9"  # SOI, a marker, zeros, EOI
+        conn.execute("UPDATE frames SET jpeg = ?, crc32 = ? WHERE idx = 4", (junk, frame_checksum(junk)))
+    conn.close()
+    assert _run(root) == 0 and _report(root) == []
+    assert _run(root, "--decode") == 1
+    assert _report(root) == [(video.relative_to(root / "jpg").as_posix(), "frame 4 cannot be decoded")]

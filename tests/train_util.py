@@ -9,6 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+# The frame-based 2D baseline's registered name (no motion modelling: the demo's chance-level network).
+FRAME_BASELINE = "r2d_18"
+
 
 class MotionClips(Dataset):
     """`n` clips (3, T, S, S): a bright square moving right (label 0) or left (label 1), plus fresh noise per access.
