@@ -76,20 +76,20 @@ def test_cli_reads_a_checkpoint_and_prints_tables(tmp_path, capsys):
     assert "junk.pth" in capsys.readouterr().err
 
 
-def _readme_example() -> list[str]:
-    """The README's `tools.inspect_model --network r2plus1d_18` example output, up to the elided block table."""
+def _published_example() -> list[str]:
+    """The inference guide's `tools.inspect_model --network r2plus1d_18` example output, up to the elided block table."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "inference.md").read_text()
     start = text.index("$ python -m tools.inspect_model --network r2plus1d_18 --arrays 4 --kernels stem_kernels.png")
     lines = text[start:].splitlines()[1:]
     return lines[:lines.index("block kernels (T x H x W):")]
 
 
-def test_cli_prints_the_readme_figures(tmp_path, capsys):
+def test_cli_prints_the_published_figures(tmp_path, capsys):
     """The published example (31,505,325 parameters, 81.04 GFLOPs per 16x112x112 clip, the largest arrays, the
     layer-type counts) is what the command prints."""
-    expected = _readme_example()
+    expected = _published_example()
     assert expected[0].startswith("r2plus1d_18: 31,505,325 parameters") and "81.04 GFLOPs" in expected[0]
     assert inspect_model.main(["--network", "r2plus1d_18", "--arrays", "4", "--kernels",
                                str(tmp_path / "stem_kernels.png")]) == 0
