@@ -83,14 +83,7 @@ def test_reference_weights_load_strictly_and_give_the_reference_logits(name, che
     torch.testing.assert_close(logits, expected, rtol=1e-9, atol=1e-9 * expected.abs().max().item())
 
 
-# Found by this fixture: a checkpoint the SRTG code writes for MTNet is recognised as SRTG's, and the inference
-# loader then builds the named network with SRTG's ResNet layout, which MTNet does not take.
-_MTNET_BY_NAME = pytest.mark.xfail(strict=True, reason="load_model builds mtnet_* with layout='srtg' for an "
-                                   "SRTG-format checkpoint: 'model mtnet_xs does not take layout'")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=_MTNET_BY_NAME) if n.startswith("mtnet") else n
-                                  for n in sorted(MODELS)])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_reference_checkpoint_loads_by_network_name_for_inference(name, checkpoint):
     """What `tools.predict --weights FILE --network NAME` does with the reference's file."""
     entry = MODELS[name]

@@ -120,9 +120,12 @@ def load_reference_model(path: str, name: str, fmt: str, state: dict[str, Tensor
     n = _num_classes(path, fmt, state)
     if classes is not None and len(classes) != n or classes is None and require_classes:
         _class_names(path, fmt, n, classes, require_classes, [])  # raises before anything is built
+    layout = reference_keys.reference_layout(fmt)
+    if name in network.list_models():  # MTNet is the SRTG code's own design: it has no ResNet layout to choose
+        layout = {k: v for k, v in layout.items() if k in network.model_kwargs(name)}
     try:
-        model = network.build_model(name, n, **reference_keys.reference_layout(fmt))
-    except ValueError as e:  # unknown name, or a model without the SRTG layout
+        model = network.build_model(name, n, **layout)
+    except ValueError as e:  # unknown name
         raise CheckpointError(f"{path}: {fmt} checkpoint into {name}: {e} ({_fit_hint(fmt, state)})") from None
     try:
         load_weights(model, path, strict=True)
