@@ -287,9 +287,11 @@ def network_costs(rows: Sequence[Row]) -> dict[str, Cost]:
     costs = {}
     for row in rows:
         kw = dict(row.model_args)
-        with torch.device("meta"):  # R2D's parameter count is the paper's at 8 stacked frames
+        # shapes only (the meta device): FLOPs do not depend on values; R2D's parameter count is the paper's at 8
+        # stacked frames, its FLOPs those of a 16-frame R2D
+        with torch.device("meta"):
             params = count_parameters(build_model(row.network, 400, **kw, **_frames_kw(row.network, 8)))
-        model = build_model(row.network, 400, **kw, **_frames_kw(row.network, 16))
+            model = build_model(row.network, 400, **kw, **_frames_kw(row.network, 16))
         costs[row.key] = Cost(params / 1e6, count_gflops(model, (3, 16, 112, 112)))
     return costs
 

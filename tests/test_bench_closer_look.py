@@ -1,0 +1,82 @@
+"""tools.bench.closer_look: the study command end to end (--quick, as a subprocess from another folder), the
+choice of learning rates on the validation split, the table beside the paper's figures, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tools.bench.closer_look import (
+    EXTRA_ROWS,
+    PAPER,
+    ROWS,
+    Cost,
+    Recipe,
+    RunResult,
+    choose_family_lrs,
+    format_table,
+    summarise,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _study(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "tools.bench.closer_look", "--quick", "--data-dir",
+                           str(tmp_path / "data"), "--out-dir", str(tmp_path / "out"), *extra],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_quick_study_writes_the_table_json_and_figure(tmp_path):
+    proc = _study(tmp_path, "--networks", "r2d_18,fr2d_18", "--jobs", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "out"
+    table = (out / "closer_look.md").read_text()
+    assert "| `r2d_18` | R2D | 11.45 |" in table and "| `fr2d_18` | f-R2D | 11.38 |" in table
+    assert "clip@1 4f" in table and "video@1 8f" in table and "paper video@1 16f" in table
+    runs = json.loads((out / "closer_look.json").read_text())["runs"]
+    assert sorted((r["key"], r["frames"]) for r in runs) == [("fr2d_18", 4), ("fr2d_18", 8), ("r2d_18", 4),
+                                                             ("r2d_18", 8)]
+    assert all(0 <= r["test_video_top1"] <= 100 and r["wall_s"] > 0 for r in runs)
+    assert (out / "closer_look.png").stat().st_size > 0
+    assert (out / "runs" / "r2d_18_f8_s0" / "r2d_18_best.pth").is_file()
+
+
+def test_unknown_row_is_one_line(tmp_path):
+    proc = _study(tmp_path, "--networks", "r3d_18,mc1_18")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --networks: unknown row(s) mc1_18; valid: ")
+
+
+def _result(key: str, lr: float, val: float, frames: int = 8, seed: int = 0, test: float = 50.0,
+            purpose: str = "study") -> RunResult:
+    return RunResult(key, frames, seed, lr, purpose, val, 3, test, test, 1.0, 1.0)
+
+
+def test_family_rates_are_chosen_on_validation_not_test():
+    results = [_result("r3d_18", 1e-3, val=40.0, test=99.0), _result("r3d_18", 3e-4, val=90.0, test=10.0),
+               _result("mc3_18", 1e-3, val=60.0), _result("mc3_18", 3e-4, val=80.0),
+               _result("fr2d_18", 1e-3, val=50.0), _result("fr2d_18", 3e-4, val=50.0)]
+    chosen = choose_family_lrs(results, ROWS)
+    assert chosen == {"3d": 3e-4, "2d": 3e-4}  # a tie goes to the smaller rate
+    recipe = Recipe(family_lr=tuple(chosen.items()))
+    assert recipe.lr_for("rmc4_18") == 3e-4 and recipe.lr_for("mict_resnet18") == recipe.lr
+
+
+def test_table_means_over_seeds_beside_the_papers_figures():
+    rows = [r for r in ROWS if r.key in ("r3d_18", "r2plus1d_18/per_conv")] + [EXTRA_ROWS[0]]
+    results = [_result("r3d_18", 1e-3, 90.0, frames=8, seed=0, test=80.0),
+               _result("r3d_18", 1e-3, 90.0, frames=8, seed=1, test=90.0),
+               _result("r3d_18", 1e-3, 90.0, frames=16, seed=0, test=100.0)]
+    costs = {r.key: Cost(33.37, 81.4) for r in rows}
+    summary = summarise(results, rows, [8, 16])
+    lines = format_table(rows, costs, summary, [8, 16])
+    r3d = next(ln for ln in lines if ln.startswith("| `r3d_18` |")).split(" | ")
+    assert r3d[4:8] == ["85.0", "85.0", "100.0", "100.0"]
+    assert r3d[8:13] == [f"{v:.1f}" for v in PAPER["R3D"]][:4] + [f"{PAPER['R3D'][4]:.1f} |"]
+    r21d = next(ln for ln in lines if ln.startswith("| `r2plus1d_18/per_conv` |"))
+    assert "| R(2+1)D |" in r21d and r21d.count("| - |") >= 2  # not trained here: dashes, not zeros
+    assert next(ln for ln in lines if ln.startswith("| `mict_resnet18` |")).endswith("| - | - | - | - | - |")
