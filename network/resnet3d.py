@@ -376,8 +376,9 @@ def _mixed(k: int, reverse: bool) -> Family:
     if reverse:
         three_d = [not v for v in three_d]
     convs = tuple(Conv3x3x3 if v else Conv1x3x3 for v in three_d)
-    what = (f"2D (1x7x7 stem, 1x3x3) in conv1..conv{k - 1}, 3D (3x3x3) after" if reverse
-            else f"3D (3x7x7 stem, 3x3x3) in conv1..conv{k - 1}, 2D (1x3x3) after")
+    below = "conv1" if k == 2 else f"conv1..conv{k - 1}"
+    what = (f"2D (1x7x7 stem, 1x3x3) in {below}, 3D (3x3x3) after" if reverse
+            else f"3D (3x7x7 stem, 3x3x3) in {below}, 2D (1x3x3) after")
     return Family(convs, "spatial" if reverse else "r3d", (18,), layouts=("torchvision",),  # type: ignore[arg-type]
                   summary=f"{'rMC' if reverse else 'MC'}{k}: {what}")
 

@@ -43,6 +43,14 @@ def test_quick_study_writes_the_table_json_and_figure(tmp_path):
     assert all(0 <= r["test_video_top1"] <= 100 and r["wall_s"] > 0 for r in runs)
     assert (out / "closer_look.png").stat().st_size > 0
     assert (out / "runs" / "r2d_18_f8_s0" / "r2d_18_best.pth").is_file()
+    # a study run in parts (e.g. 8 and 16 frames separately) gives one report again
+    merged = subprocess.run([sys.executable, "-m", "tools.bench.closer_look", "--merge", str(out / "closer_look.json"),
+                             "--out-dir", str(tmp_path / "merged")], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    again = (tmp_path / "merged" / "closer_look.md").read_text()
+    assert [ln for ln in again.splitlines() if ln.startswith("| `")] == [ln for ln in table.splitlines()
+                                                                         if ln.startswith("| `")]
 
 
 def test_unknown_row_is_one_line(tmp_path):

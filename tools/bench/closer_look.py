@@ -440,6 +440,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=Path("demo_data"), help="generated demo data (reused)")
     p.add_argument("--out-dir", type=Path, default=Path("closer_look"), help="runs, table, figure")
     p.add_argument("--verbose", action="store_true", help="show the trainer's log")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="train nothing: write one report from the runs of these closer_look.json files (e.g. the "
+                        "8- and 16-frame halves of a study run separately)")
     return p.parse_args(argv)
 
 
@@ -455,10 +458,42 @@ def _select_rows(args: argparse.Namespace) -> list[Row]:
     return [known[k] for k in wanted]
 
 
+def merge_reports(paths: Sequence[Path], out_dir: Path, argv: Sequence[str]) -> dict[str, Path]:
+    """One report from the runs of several closer_look.json files (same recipe, disjoint runs)."""
+    payloads = []
+    for path in paths:
+        try:
+            payloads.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as e:
+            die(f"{path}: cannot read a closer_look.json ({e})")
+    recipes = {json.dumps(p["recipe"], sort_keys=True) for p in payloads}
+    if len(recipes) > 1:
+        die(f"{', '.join(map(str, paths))}: runs of different recipes cannot share one table")
+    raw = payloads[0]["recipe"]
+    recipe = Recipe(**{**raw, "lr_steps": tuple(raw["lr_steps"]),
+                       "family_lr": tuple(tuple(v) for v in raw["family_lr"])})
+    results = [RunResult(**r) for p in payloads for r in p["runs"]]
+    keys = {r.key for r in results}
+    rows = [r for r in ROWS + EXTRA_ROWS if r.key in keys]
+    costs = {k: Cost(**v) for p in payloads for k, v in p["costs"].items()}
+    frames = sorted({r.frames for r in results})
+    seeds = sorted({r.seed for r in results})
+    meta = {"command": " ; ".join(p["meta"]["command"] for p in payloads)
+                       + f" ; python -m tools.bench.closer_look {' '.join(argv)}",
+            "wall_s": sum(p["meta"]["wall_s"] for p in payloads), "cpu_s": sum(p["meta"]["cpu_s"] for p in payloads),
+            "jobs": payloads[0]["meta"]["jobs"], "threads": payloads[0]["meta"]["threads"],
+            "machine": payloads[-1]["meta"]["machine"]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_report(out_dir, rows, costs, results, frames, seeds, recipe, meta)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     args = parse_args(argv)
     setup_logging()
+    if args.merge:
+        merge_reports(args.merge, args.out_dir, sys.argv[1:] if argv is None else list(argv))
+        return 0
     recipe = QUICK if args.quick else FULL
     frames = args.frames or ([4, 8] if args.quick else [8, 16])
     seeds = args.seeds or ([0] if args.quick else [0, 1])
