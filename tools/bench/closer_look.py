@@ -377,6 +377,11 @@ def plot(rows: Sequence[Row], costs: dict[str, Cost], summary: dict, frames: int
         ax.set_ylabel("video@1 (%)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
+    classes = _demo_config(False).classes
+    axes[0].axhline(100 / classes, color="grey", lw=0.8, ls="--")
+    axes[0].axhline(200 / classes, color="grey", lw=0.8, ls=":")
+    axes[0].text(0, 100 / classes + 1, "chance", fontsize=7, color="grey")
+    axes[0].text(0, 200 / classes + 1, "frame-order-blind ceiling", fontsize=7, color="grey")
     axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return save_figure_png(fig, path)
