@@ -88,3 +88,30 @@ def test_table_means_over_seeds_beside_the_papers_figures():
     r21d = next(ln for ln in lines if ln.startswith("| `r2plus1d_18/per_conv` |"))
     assert "| R(2+1)D |" in r21d and r21d.count("| - |") >= 2  # not trained here: dashes, not zeros
     assert next(ln for ln in lines if ln.startswith("| `mict_resnet18` |")).endswith("| - | - | - | - | - |")
+
+
+def test_merged_parts_at_two_rates_keep_each_familys_rate_chosen_on_validation(tmp_path):
+    from dataclasses import asdict
+
+    from tools.bench.closer_look import merge_reports
+
+    def part(lr: float, runs: list[RunResult]) -> Path:
+        path = tmp_path / f"part_{lr:g}.json"
+        payload = {"meta": {"command": f"part {lr:g}", "wall_s": 1.0, "cpu_s": 1.0, "jobs": 1, "threads": 1,
+                            "machine": "test"},
+                   "recipe": asdict(Recipe(lr=lr)), "costs": {"r3d_18": asdict(Cost(33.37, 81.4)),
+                                                              "fr2d_18": asdict(Cost(11.38, 15.5))},
+                   "runs": [asdict(r) for r in runs]}
+        path.write_text(json.dumps(payload))
+        return path
+
+    fast = part(1e-3, [_result("r3d_18", 1e-3, val=40.0, test=45.0), _result("fr2d_18", 1e-3, val=50.0, test=30.0),
+                       _result("r3d_18", 1e-3, val=50.0, frames=16, test=60.0)])
+    slow = part(3e-4, [_result("r3d_18", 3e-4, val=95.0, test=90.0), _result("fr2d_18", 3e-4, val=30.0, test=20.0)])
+    merge_reports([fast, slow], tmp_path / "out", ["--merge"])
+    payload = json.loads((tmp_path / "out" / "closer_look.json").read_text())
+    assert dict(payload["recipe"]["family_lr"]) == {"3d": 3e-4, "2d": 1e-3}
+    assert sorted((r["key"], r["frames"], r["lr"]) for r in payload["runs"]) == [("fr2d_18", 8, 1e-3),
+                                                                                 ("r3d_18", 8, 3e-4)]
+    table = (tmp_path / "out" / "closer_look.md").read_text()
+    assert "| `r3d_18` | R3D | 33.37 | 81.4 | 90.0 | 90.0 | - | - |" in table  # 16 frames ran only at 1e-3

@@ -438,6 +438,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1; --quick 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch budget")
     p.add_argument("--width-mult", type=float, default=None, help="override the recipe's width")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate (every family)")
     p.add_argument("--lr-grid", default=None, metavar="LR,LR,...",
                    help="choose each LR family's rate on the validation split among these first")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (runs trained at the same time)")
@@ -464,15 +465,19 @@ def _select_rows(args: argparse.Namespace) -> list[Row]:
 
 
 def merge_reports(paths: Sequence[Path], out_dir: Path, argv: Sequence[str]) -> dict[str, Path]:
-    """One report from the runs of several closer_look.json files (same recipe, disjoint runs)."""
+    """One report from the runs of several closer_look.json files (one recipe but for the learning rate).
+
+    Where the files hold runs of one LR family at several rates, the family keeps the rate with the best mean
+    validation video@1 at the shortest clip length and first seed (`choose_family_lrs`), and only its runs."""
     payloads = []
     for path in paths:
         try:
             payloads.append(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as e:
             die(f"{path}: cannot read a closer_look.json ({e})")
-    recipes = {json.dumps(p["recipe"], sort_keys=True) for p in payloads}
-    if len(recipes) > 1:
+    but_lr = {json.dumps({k: v for k, v in p["recipe"].items() if k not in ("lr", "family_lr")}, sort_keys=True)
+              for p in payloads}
+    if len(but_lr) > 1:
         die(f"{', '.join(map(str, paths))}: runs of different recipes cannot share one table")
     raw = payloads[0]["recipe"]
     recipe = Recipe(**{**raw, "lr_steps": tuple(raw["lr_steps"]),
@@ -480,9 +485,15 @@ def merge_reports(paths: Sequence[Path], out_dir: Path, argv: Sequence[str]) -> 
     results = [RunResult(**r) for p in payloads for r in p["runs"]]
     keys = {r.key for r in results}
     rows = [r for r in ROWS + EXTRA_ROWS if r.key in keys]
-    costs = {k: Cost(**v) for p in payloads for k, v in p["costs"].items()}
     frames = sorted({r.frames for r in results})
     seeds = sorted({r.seed for r in results})
+    if len({r.lr for r in results}) > 1:
+        first = min(r.frames for r in results), min(r.seed for r in results)
+        chosen = choose_family_lrs([r for r in results if (r.frames, r.seed) == first], rows)
+        log.info("learning rates chosen on the validation split (%d frames, seed %d): %s", *first, chosen)
+        recipe = replace(recipe, family_lr=tuple(sorted(chosen.items())))
+        results = [r for r in results if r.lr == recipe.lr_for(r.key)]
+    costs = {k: Cost(**v) for p in payloads for k, v in p["costs"].items()}
     meta = {"command": " ; ".join(p["meta"]["command"] for p in payloads)
                        + f" ; python -m tools.bench.closer_look {' '.join(argv)}",
             "wall_s": sum(p["meta"]["wall_s"] for p in payloads), "cpu_s": sum(p["meta"]["cpu_s"] for p in payloads),
@@ -506,6 +517,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.epochs < 1:
             die(f"--epochs must be >= 1, got {args.epochs}")
         recipe = replace(recipe, epochs=args.epochs, lr_steps=tuple(s for s in recipe.lr_steps if s < args.epochs))
+    if args.lr is not None:
+        if args.lr <= 0:
+            die(f"--lr must be > 0, got {args.lr}")
+        recipe = replace(recipe, lr=args.lr, family_lr=())
     if args.width_mult is not None:
         if args.width_mult <= 0:
             die(f"--width-mult must be > 0, got {args.width_mult}")
