@@ -31,15 +31,21 @@ def _study(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
 
 
 def test_quick_study_writes_the_table_json_and_figure(tmp_path):
-    proc = _study(tmp_path, "--networks", "r2d_18,fr2d_18", "--jobs", "1")
+    proc = _study(tmp_path, "--networks", "r2d_18,fr2d_18", "--jobs", "1", "--lr-grid", "1e-3,3e-3")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "out"
     table = (out / "closer_look.md").read_text()
     assert "| `r2d_18` | R2D | 11.45 |" in table and "| `fr2d_18` | f-R2D | 11.38 |" in table
     assert "clip@1 4f" in table and "video@1 8f" in table and "paper video@1 16f" in table
-    runs = json.loads((out / "closer_look.json").read_text())["runs"]
+    report = json.loads((out / "closer_look.json").read_text())
+    runs = [r for r in report["runs"] if r["purpose"] == "study"]
     assert sorted((r["key"], r["frames"]) for r in runs) == [("fr2d_18", 4), ("fr2d_18", 8), ("r2d_18", 4),
                                                              ("r2d_18", 8)]
+    # the 2D family tried both rates on 4-frame clips; the one kept is the study's 4-frame run, used for 8 frames
+    chosen = dict(report["recipe"]["family_lr"])["2d"]
+    grid = [r for r in report["runs"] if r["purpose"] == "lr-grid"]
+    assert len(grid) == 2 and {r["lr"] for r in grid} == {1e-3, 3e-3} - {chosen}
+    assert {r["lr"] for r in runs} == {chosen}
     assert all(0 <= r["test_video_top1"] <= 100 and r["wall_s"] > 0 for r in runs)
     assert (out / "closer_look.png").stat().st_size > 0
     assert (out / "runs" / "r2d_18_f8_s0" / "r2d_18_best.pth").is_file()

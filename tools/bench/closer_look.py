@@ -20,8 +20,11 @@ paper's figure: video@1 against GFLOPs, one marker per network, next to the pape
 are counted at the paper's 400 classes and full width, GFLOPs at its 16x112x112 input (2 per multiply-add); the
 study itself trains at ``--width-mult``.
 
-``--lr-grid 3e-4,1e-3,3e-3`` first trains every learning-rate family (`LR_FAMILIES`) with each rate (first seed,
-first clip length) and keeps the rate with the best validation video@1, never looking at the test split.
+Learning rates: every LR family (`LR_FAMILIES`: 2D, 3D and mixed, MiCT, MTNet) first trains with each rate of the
+recipe's grid (3e-4 and 1e-3; ``--lr-grid``) at the first seed and the shortest clips; the rate with the best mean
+validation video@1 of the family is kept (its grid runs count as the study's runs of that seed and clip length),
+never looking at the test split. AdamW's step does not shrink with a layer's fan-in, so a rate that suits a 2D
+network can be too large for a 3D one of the same width (docs/BENCHMARKS.md). ``--lr R`` trains everything at R.
 """
 from __future__ import annotations
 
@@ -113,6 +116,8 @@ class Recipe:
     lr_steps: tuple[int, ...] = (9,)
     epochs: int = 12
     test_clips: int = 4
+    #: rates each LR family tries first (first seed, shortest clips); the best validation video@1 wins
+    lr_grid: tuple[float, ...] = (3e-4, 1e-3)
     family_lr: tuple[tuple[str, float], ...] = ()  # per LR family, when chosen on the validation split
 
     def lr_for(self, key: str) -> float:
@@ -121,7 +126,7 @@ class Recipe:
 
 
 FULL = Recipe()
-QUICK = Recipe(epochs=1, lr_steps=(), test_clips=2, batch_size=4)
+QUICK = Recipe(epochs=1, lr_steps=(), test_clips=2, batch_size=4, lr_grid=())
 
 
 @dataclass(frozen=True)
@@ -440,7 +445,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width-mult", type=float, default=None, help="override the recipe's width")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate (every family)")
     p.add_argument("--lr-grid", default=None, metavar="LR,LR,...",
-                   help="choose each LR family's rate on the validation split among these first")
+                   help="choose each LR family's rate on the validation split among these first (default: the "
+                        "recipe's, 3e-4,1e-3; 'none': the recipe's one rate for all)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (runs trained at the same time)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--data-dir", type=Path, default=Path("demo_data"), help="generated demo data (reused)")
@@ -475,7 +481,7 @@ def merge_reports(paths: Sequence[Path], out_dir: Path, argv: Sequence[str]) -> 
             payloads.append(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as e:
             die(f"{path}: cannot read a closer_look.json ({e})")
-    but_lr = {json.dumps({k: v for k, v in p["recipe"].items() if k not in ("lr", "family_lr")}, sort_keys=True)
+    but_lr = {json.dumps({k: v for k, v in p["recipe"].items() if k not in ("lr", "family_lr", "lr_grid")}, sort_keys=True)
               for p in payloads}
     if len(but_lr) > 1:
         die(f"{', '.join(map(str, paths))}: runs of different recipes cannot share one table")
@@ -531,7 +537,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = _demo_config(args.quick)
     if max(frames) > demo.frames:
         die(f"--frames {max(frames)}: the demo videos have {demo.frames} frames")
-    lr_grid = [float(v) for v in _csv(args.lr_grid)] if args.lr_grid else []
+    if args.lr_grid is None:
+        lr_grid = [] if args.lr is not None else list(recipe.lr_grid)
+    elif args.lr_grid == "none":
+        lr_grid = []
+    else:
+        try:
+            lr_grid = [float(v) for v in _csv(args.lr_grid)]
+        except ValueError:
+            die(f"--lr-grid {args.lr_grid}: expected comma-separated learning rates or 'none'")
 
     from tools.demo import prepare_data
 
@@ -541,13 +555,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     costs = network_costs(rows)
     results: list[RunResult] = []
-    if lr_grid:
+    done: set[tuple[str, int, int]] = set()
+    if len(lr_grid) > 1:
         grid = [RunSpec(r, frames[0], seeds[0], lr, "lr-grid") for r in rows for lr in lr_grid]
         results += run_all(grid, recipe, args.quick, store, args.out_dir, args.jobs, args.threads, args.verbose)
         chosen = choose_family_lrs(results, rows)
         log.info("learning rates chosen on the validation split: %s", chosen)
         recipe = replace(recipe, family_lr=tuple(sorted(chosen.items())))
-    specs = [RunSpec(r, f, s, recipe.lr_for(r.key)) for r in rows for f in frames for s in seeds]
+        for r in results:  # the grid run at the chosen rate is also the study's run of that row, clip and seed
+            if r.lr == recipe.lr_for(r.key):
+                r.purpose = "study"
+                done.add((r.key, r.frames, r.seed))
+    elif lr_grid:
+        recipe = replace(recipe, lr=lr_grid[0], family_lr=())
+    specs = [RunSpec(r, f, s, recipe.lr_for(r.key)) for r in rows for f in frames for s in seeds
+             if (r.key, f, s) not in done]
     results += run_all(specs, recipe, args.quick, store, args.out_dir, args.jobs, args.threads, args.verbose)
     meta = {"command": "python -m tools.bench.closer_look " + " ".join(sys.argv[1:] if argv is None else argv),
             "wall_s": time.perf_counter() - started, "cpu_s": _cpu_seconds() - cpu0, "jobs": args.jobs,
