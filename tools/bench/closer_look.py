@@ -387,7 +387,8 @@ def plot(rows: Sequence[Row], costs: dict[str, Cost], summary: dict, frames: int
     axes[0].axhline(200 / classes, color="grey", lw=0.8, ls=":")
     axes[0].text(0, 100 / classes + 1, "chance", fontsize=7, color="grey")
     axes[0].text(0, 200 / classes + 1, "frame-order-blind ceiling", fontsize=7, color="grey")
-    axes[0].legend(fontsize=7, loc="best")
+    if axes[0].collections:  # nothing to list when no row has a run at these frames
+        axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return save_figure_png(fig, path)
 
