@@ -1,6 +1,6 @@
 """The study of "A Closer Look at Spatiotemporal Convolutions" (Tran et al., CVPR 2018) on a laptop.
 
-    python -m tools.bench.closer_look                     # the whole study: 16 rows x 8/16 frames x 2 seeds
+    python -m tools.bench.closer_look                     # the whole study: 17 rows x 8/16 frames x 2 seeds
     python -m tools.bench.closer_look --quick             # a tiny smoke run of the same pipeline (seconds)
     python -m tools.bench.closer_look --frames 8 --seeds 0 --networks r3d_18,fr2d_18 --no-extras
 
