@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["build_model", "list_models", "model_defaults", "model_kwargs", "register_model"]
+__all__ = ["build_model", "list_models", "model_defaults", "model_kwargs", "register_model", "register_name_hint"]
 
 Builder = Callable[..., nn.Module]
 _B = TypeVar("_B", bound=Builder)
 _MODELS: dict[str, Builder] = {}
+_HINTS: list[tuple[re.Pattern[str], str]] = []
 
 
 def register_model(fn: _B | None = None, *, name: str | None = None) -> Any:
@@ -25,6 +27,12 @@ def register_model(fn: _B | None = None, *, name: str | None = None) -> Any:
         return f
 
     return deco(fn) if fn is not None else deco
+
+
+def register_name_hint(pattern: str, hint: str) -> None:
+    """Unknown names matching `pattern` (a full-match regex) get `hint` instead of the list of every name, e.g. a
+    family member that does not exist (`mc1_18`) is told which members do."""
+    _HINTS.append((re.compile(pattern), hint))
 
 
 def list_models() -> list[str]:
@@ -48,6 +56,9 @@ def model_defaults(name: str) -> dict[str, Any]:
 
 def _check_name(name: str) -> None:
     if name not in _MODELS:
+        for pattern, hint in _HINTS:
+            if pattern.fullmatch(name):
+                raise ValueError(f"unknown model {name!r}: {hint}")
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
 
 

@@ -1,5 +1,12 @@
-"""R3D, MC3, R(2+1)D and CSN video ResNets (Tran et al., CVPR 2018 and ICCV 2019), plain and with
-Squeeze and Recursion (SRTG, Stergiou & Poppe 2021), in two layouts.
+"""R3D, the mixed MCk / rMCk, R(2+1)D and CSN video ResNets (Tran et al., CVPR 2018 and ICCV 2019), plain and
+with Squeeze and Recursion (SRTG, Stergiou & Poppe 2021), in two layouts.
+
+"A Closer Look at Spatiotemporal Convolutions" (CVPR 2018) compares, at 18 layers, R3D (`r3d_18`), the mixed
+networks MC2-MC5 (`mc2_18`..`mc5_18`: 3D convolutions in conv1..conv(k-1), conv1 being the stem and conv2..conv5
+layer1..layer4, 2D 1x3x3 ones after), their reverses rMC2-rMC5 (`rmc2_18`..`rmc5_18`: a 2D 1x7x7 stem and 1x3x3
+convolutions below group k, 3D after) and R(2+1)D (`r2plus1d_18`; `mid_channels="per_conv"` sizes every (2+1)D
+convolution like the 3x3x3 one it replaces, the paper's 33.3M instead of torchvision's 31.5M) with the 2D
+baselines of `network.r2d`. 2D layers never stride time, so MCk keeps every frame after group k-1.
 
 `layout="torchvision"`: the module tree and parameter names are torchvision's
 (`torchvision.models.video.resnet`): `r3d_18`, `mc3_18` and `r2plus1d_18` load a torchvision state_dict strictly
@@ -30,7 +37,7 @@ from torch import Tensor, nn
 
 from .activation_checkpointing import run_stage
 from .base import VideoClassifier, scale_channels, stage_widths
-from .registry import register_model
+from .registry import register_model, register_name_hint
 from .srtg import SqueezeRecursion
 
 __all__ = ["VideoResNet", "BasicBlock3d", "Bottleneck3d", "LAYOUTS", "DEPTHS", "FAMILIES", "video_resnet"]
@@ -47,9 +54,16 @@ DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
 }
 
 
-def _mid_planes(in_planes: int, out_planes: int) -> int:
-    """R(2+1)D mid-planes M = floor(27 Nin Nout / (9 Nin + 3 Nout)): same parameters as one 3x3x3 conv."""
-    return (27 * in_planes * out_planes) // (9 * in_planes + 3 * out_planes)
+#: How a (2+1)D convolution's mid-planes M are chosen: "torchvision" computes M once per block from its input and
+#: output widths and reuses it for the block's second convolution (torchvision's and the reference's R(2+1)D, so
+#: their checkpoints load); "per_conv" gives every (2+1)D convolution the M of its own input and output widths, so
+#: each has exactly the parameters of the 3x3x3 one it replaces (the paper's count: R(2+1)D-18 33.3M, as R3D).
+MID_CHANNELS = ("torchvision", "per_conv")
+
+
+def _mid_planes(in_planes: int, out_planes: int, t: int = 3, d: int = 3) -> int:
+    """R(2+1)D mid-planes M = floor(t d^2 Nin Nout / (d^2 Nin + t Nout)): the parameters of one t x d x d conv."""
+    return (t * d * d * in_planes * out_planes) // (d * d * in_planes + t * out_planes)
 
 
 class Conv3x3x3(nn.Conv3d):
@@ -147,14 +161,15 @@ class BasicBlock3d(_ResidualBlock3d):
 
     def __init__(self, in_planes: int, planes: int, conv: ConvBuilder, stride: int = 1,
                  downsample: nn.Module | None = None, squeeze_recursion: bool = False, layout: str = "torchvision",
-                 temporal_gates: bool = False) -> None:
+                 temporal_gates: bool = False, mid_channels: str = "torchvision") -> None:
         super().__init__()
-        # torchvision (and the reference) compute M once from (in_planes, planes) and reuse it for conv2; kept so
-        # that their R(2+1)D checkpoints load
+        # torchvision (and the reference) compute M once from (in_planes, planes) and reuse it for conv2; kept as
+        # the default so that their R(2+1)D checkpoints load
         mid = _mid_planes(in_planes, planes)
+        mid2 = _mid_planes(planes, planes) if mid_channels == "per_conv" else mid
         self.conv1 = nn.Sequential(conv(in_planes, planes, mid, stride), nn.BatchNorm3d(planes),
                                    nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(conv(planes, planes, mid, 1), nn.BatchNorm3d(planes))
+        self.conv2 = nn.Sequential(conv(planes, planes, mid2, 1), nn.BatchNorm3d(planes))
         self._init_tail(planes, downsample, squeeze_recursion, layout, temporal_gates)
 
     def branch(self, x: Tensor) -> Tensor:
@@ -170,10 +185,11 @@ class Bottleneck3d(_ResidualBlock3d):
 
     def __init__(self, in_planes: int, planes: int, conv: ConvBuilder, stride: int = 1,
                  downsample: nn.Module | None = None, squeeze_recursion: bool = False, layout: str = "srtg",
-                 temporal_gates: bool = False, base_width: int = 64) -> None:
+                 temporal_gates: bool = False, base_width: int = 64, mid_channels: str = "torchvision") -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0))
-        mid = int(_mid_planes(in_planes, planes) * (base_width / 64.0))
+        mid = (_mid_planes(width, width) if mid_channels == "per_conv"
+               else int(_mid_planes(in_planes, planes) * (base_width / 64.0)))
         self.conv1 = nn.Sequential(nn.Conv3d(in_planes, width, kernel_size=1, bias=False), nn.BatchNorm3d(width),
                                    nn.ReLU(inplace=True))
         self.conv2 = nn.Sequential(conv(width, width, mid, stride), nn.BatchNorm3d(width), nn.ReLU(inplace=True))
@@ -190,6 +206,17 @@ class R3DStem(nn.Sequential):
     def __init__(self, width: int) -> None:
         super().__init__(
             nn.Conv3d(3, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+            nn.BatchNorm3d(width),
+            nn.ReLU(inplace=True),
+        )
+
+
+class SpatialStem(nn.Sequential):
+    """2D stem of the reversed mixed networks (rMCk): 1x7x7 conv, stride (1, 2, 2) -> BN -> ReLU, frame by frame."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(
+            nn.Conv3d(3, width, kernel_size=(1, 7, 7), stride=(1, 2, 2), padding=(0, 3, 3), bias=False),
             nn.BatchNorm3d(width),
             nn.ReLU(inplace=True),
         )
@@ -222,10 +249,14 @@ class VideoResNet(VideoClassifier):
     def __init__(self, convs: Sequence[ConvBuilder], layers: Sequence[int], stem: str = "r3d",
                  num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0,
                  squeeze_recursion: bool = False, block: str = "basic", base_width: int = 64,
-                 layout: str = "torchvision", temporal_gates: bool = False) -> None:
+                 layout: str = "torchvision", temporal_gates: bool = False, mid_channels: str = "torchvision"
+                 ) -> None:
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+        if mid_channels not in MID_CHANNELS:
+            raise ValueError(f"unknown mid_channels {mid_channels!r}; valid: {', '.join(MID_CHANNELS)}")
+        self.mid_channels = mid_channels
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"unknown block {block!r}; valid: basic, bottleneck")
         if temporal_gates and not squeeze_recursion:
@@ -236,7 +267,10 @@ class VideoResNet(VideoClassifier):
         widths = stage_widths(width_mult)
         if stem == "r3d":
             self.stem: nn.Module = R3DStem(widths[0])
+        elif stem == "spatial":
+            self.stem = SpatialStem(widths[0])
         elif stem == "r2plus1d":
+            # 45 mid-planes in the stem whatever `mid_channels` says, as torchvision and the paper's code have it
             self.stem = R2Plus1DStem(widths[0], scale_channels(45, width_mult))
         else:
             raise ValueError(f"unknown stem {stem!r}")
@@ -266,9 +300,9 @@ class VideoResNet(VideoClassifier):
                squeeze_recursion: bool, temporal_gates: bool, base_width: int) -> nn.Module:
         if self.block_type == "basic":
             return BasicBlock3d(in_planes, planes, conv, stride, downsample, squeeze_recursion, self.layout,
-                                temporal_gates)
+                                temporal_gates, self.mid_channels)
         return Bottleneck3d(in_planes, planes, conv, stride, downsample, squeeze_recursion, self.layout,
-                            temporal_gates, base_width)
+                            temporal_gates, base_width, self.mid_channels)
 
     def min_frames_hint(self) -> str:
         return "; the SRTG layout's stem max-pool halves time (layout='torchvision' accepts 1 frame)"
@@ -299,7 +333,7 @@ class VideoResNet(VideoClassifier):
         have no 2D counterpart."""
         mapping: dict[str, str] = {}
         bn_keys = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-        if isinstance(self.stem, R3DStem):
+        if isinstance(self.stem, (R3DStem, SpatialStem)):
             mapping["stem.0.weight"] = "conv1.weight"
             mapping.update({f"stem.1.{k}": f"bn1.{k}" for k in bn_keys})
         for i in range(1, 5):
@@ -323,19 +357,39 @@ class VideoResNet(VideoClassifier):
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: convolution per stage, stem, available depths, bottleneck base width."""
+    """A model family: convolution per stage, stem, available depths, bottleneck base width, what it is."""
 
     convs: tuple[ConvBuilder, ConvBuilder, ConvBuilder, ConvBuilder]
     stem: str
     depths: tuple[int, ...]
     base_width: int = 64
     layouts: tuple[str, ...] = LAYOUTS
+    summary: str = ""
+
+
+#: The mixed networks of "A Closer Look at Spatiotemporal Convolutions": k is the first group (conv1 = the stem,
+#: conv2..conv5 = layer1..layer4) that is 2D (MCk: 3D below) or 3D (rMCk: 2D below).
+MIXED_KS = (2, 3, 4, 5)
+
+
+def _mixed(k: int, reverse: bool) -> Family:
+    """MCk: 3D (3x3x3) in conv1..conv(k-1), 2D (1x3x3) after; rMCk: 2D (a 1x7x7 stem, 1x3x3) below, 3D after."""
+    three_d = [g < k for g in range(2, 6)]  # groups conv2..conv5 = layer1..layer4
+    if reverse:
+        three_d = [not v for v in three_d]
+    convs = tuple(Conv3x3x3 if v else Conv1x3x3 for v in three_d)
+    below = "conv1" if k == 2 else f"conv1..conv{k - 1}"
+    what = (f"2D (1x7x7 stem, 1x3x3) in {below}, 3D (3x3x3) after" if reverse
+            else f"3D (3x7x7 stem, 3x3x3) in {below}, 2D (1x3x3) after")
+    return Family(convs, "spatial" if reverse else "r3d", (18,), layouts=("torchvision",),  # type: ignore[arg-type]
+                  summary=f"{'rMC' if reverse else 'MC'}{k}: {what}")
 
 
 _ALL_DEPTHS = tuple(DEPTHS)
 FAMILIES: dict[str, Family] = {
     "r3d": Family((Conv3x3x3,) * 4, "r3d", _ALL_DEPTHS),
-    "mc3": Family((Conv3x3x3,) + (Conv1x3x3,) * 3, "r3d", (18,), layouts=("torchvision",)),
+    **{f"mc{k}": _mixed(k, reverse=False) for k in MIXED_KS},
+    **{f"rmc{k}": _mixed(k, reverse=True) for k in MIXED_KS},
     "r2plus1d": Family((Conv2Plus1D,) * 4, "r2plus1d", _ALL_DEPTHS),
     "wide_r3d": Family((Conv3x3x3,) * 4, "r3d", (50,), base_width=128),
     "ir_csn": Family((DepthwiseConv3x3x3,) * 4, "r3d", (50, 101, 152)),
@@ -344,8 +398,8 @@ FAMILIES: dict[str, Family] = {
 
 
 def video_resnet(family: str, depth: int, num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0,
-                 squeeze_recursion: bool = False, layout: str | None = None, temporal_gates: bool = False
-                 ) -> VideoResNet:
+                 squeeze_recursion: bool = False, layout: str | None = None, temporal_gates: bool = False,
+                 mid_channels: str = "torchvision") -> VideoResNet:
     """Build one member of a family at a depth; `layout=None` takes the default (torchvision for 18/34)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
@@ -360,7 +414,7 @@ def video_resnet(family: str, depth: int, num_classes: int = 400, dropout: float
         raise ValueError(f"{family}_{depth} has no layout {layout!r}; valid: {', '.join(fam.layouts)}")
     block, layers = DEPTHS[depth]
     return VideoResNet(fam.convs, layers, fam.stem, num_classes, dropout, width_mult, squeeze_recursion, block,
-                       fam.base_width, layout, temporal_gates)
+                       fam.base_width, layout, temporal_gates, mid_channels)
 
 
 def default_layout(depth: int) -> str:
@@ -381,19 +435,24 @@ def _register(family: str, depth: int, squeeze_recursion: bool) -> None:
     default = default_layout(depth) if default_layout(depth) in fam.layouts else fam.layouts[0]
 
     def builder(num_classes: int = 400, dropout: float = 0.0, width_mult: float = 1.0, layout: str = default,
-                temporal_gates: bool = False) -> VideoResNet:
+                temporal_gates: bool = False, mid_channels: str = "torchvision") -> VideoResNet:
         return video_resnet(family, depth, num_classes, dropout, width_mult, squeeze_recursion, layout,
-                            temporal_gates)
+                            temporal_gates, mid_channels)
 
     block, layers = DEPTHS[depth]
     sr = " with a Squeeze-and-Recursion block in every residual block" if squeeze_recursion else ""
+    what = f" ({fam.summary})" if fam.summary else ""
     builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = (f"{plain}: {family} {block} blocks {list(layers)}{sr}; layouts {', '.join(fam.layouts)} "
-                       f"(default {default}).")
-    if not squeeze_recursion:  # plain models take no temporal_gates: build_model then rejects it by name
+    builder.__doc__ = (f"{plain}: {family}{what} {block} blocks {list(layers)}{sr}; layouts "
+                       f"{', '.join(fam.layouts)} (default {default}).")
+    # build_model rejects by name the arguments a model does not take: temporal gates without SR blocks, and
+    # mid-planes without (2+1)D convolutions
+    dropped = ({"temporal_gates"} if not squeeze_recursion else set()) | ({"mid_channels"} if family != "r2plus1d"
+                                                                          else set())
+    if dropped:
         sig = inspect.signature(builder)
         builder.__signature__ = sig.replace(  # type: ignore[attr-defined]
-            parameters=[p for p in sig.parameters.values() if p.name != "temporal_gates"])
+            parameters=[p for p in sig.parameters.values() if p.name not in dropped])
     register_model(builder, name=name)
     globals()[name] = builder
     __all__.append(name)
@@ -404,3 +463,6 @@ for _family, _fam in FAMILIES.items():
         _register(_family, _depth, squeeze_recursion=False)
         if "srtg" in _fam.layouts:
             _register(_family, _depth, squeeze_recursion=True)
+register_name_hint(r"r?mc\d+_\d+", f"the mixed-convolution networks are mc{MIXED_KS[0]}_18..mc{MIXED_KS[-1]}_18 and "
+                   f"rmc{MIXED_KS[0]}_18..rmc{MIXED_KS[-1]}_18 (k = the first 2D group of MCk, the first 3D group "
+                   f"of rMCk, {MIXED_KS[0]}..{MIXED_KS[-1]}; 2D throughout is fr2d_18, 3D throughout r3d_18)")

@@ -174,13 +174,19 @@ def inflate_2d_resnet(model: nn.Module, src: StateSource) -> LoadReport:
     """Initialise `model` from a torchvision 2D ResNet state_dict (file or mapping).
 
     The model says which of its tensors come from which 2D tensor (`model.pretrained_2d_map()`); equal shapes are
-    copied, a 2D kernel `(O, I, kH, kW)` fills a 3D one `(O, I, kT, kH, kW)` repeated over time and divided by kT.
-    Tensors with no usable counterpart are reported (e.g. a 1000-class ImageNet `fc` into a 101-class model).
+    copied, a 2D kernel `(O, I, kH, kW)` fills a 3D one `(O, I, kT, kH, kW)` repeated over time and divided by kT,
+    and a 2D kernel over frames stacked into the channels `(O, I*L, kH, kW)` (R2D; channel c*L + t) repeated over
+    the L frames and divided by L. Tensors with no usable counterpart are reported (e.g. a 1000-class ImageNet `fc`
+    into a 101-class model). A model with no 2D ResNet counterpart raises `ValueError`.
     """
+    name = getattr(model, "model_name", type(model).__name__)
     if not hasattr(model, "pretrained_2d_map"):
-        raise ValueError(f"{type(model).__name__} does not support 2D ResNet inflation")
+        raise ValueError(f"{name} has no 2D ResNet stages to initialise from a 2D ResNet")
+    try:
+        mapping: dict[str, str] = model.pretrained_2d_map()
+    except NotImplementedError:
+        raise ValueError(f"{name} has no 2D ResNet stages to initialise from a 2D ResNet") from None
     state = read_state_dict(src)
-    mapping: dict[str, str] = model.pretrained_2d_map()
     own = model.state_dict()
     report = LoadReport()
     take: dict[str, Tensor] = {}
@@ -196,6 +202,10 @@ def inflate_2d_resnet(model: nn.Module, src: StateSource) -> LoadReport:
               and value.shape[2:] == target.shape[3:]):
             depth = target.shape[2]
             take[key] = value.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth
+        elif (value.dim() == 4 and target.dim() == 4 and value.shape[0] == target.shape[0]
+              and target.shape[1] % value.shape[1] == 0 and value.shape[2:] == target.shape[2:]):
+            frames = target.shape[1] // value.shape[1]
+            take[key] = value.repeat_interleave(frames, dim=1) / frames
         else:
             report.skipped[key2d] = f"shape {tuple(value.shape)} does not fit {key} {tuple(target.shape)}"
     for key2d in state:

@@ -27,14 +27,14 @@ def test_bench_models_end_to_end(tmp_path, capsys):
     from tools.bench.models import main
 
     out = tmp_path / "bench.md"
-    main(["--models", "r2d_18,mict_resnet18,tv_mc3_18", "--sizes", "4x32x32", "--batches", "1,2",
-          "--repeats", "1", "--options", "no_grad,channels_last", "--option-models", "r2d_18", "--out", str(out),
+    main(["--models", "fr2d_18,mict_resnet18,tv_mc3_18", "--sizes", "4x32x32", "--batches", "1,2",
+          "--repeats", "1", "--options", "no_grad,channels_last", "--option-models", "fr2d_18", "--out", str(out),
           "--log-level", "WARNING"])
     text = out.read_text()
-    assert "| cpu | r2d_18 | 11.38 | 4x32x32 |" in text
+    assert "| cpu | fr2d_18 | 11.38 | 4x32x32 |" in text
     assert "needs >= 16 frames" in text  # MiCT v1 at 4 frames: reported, not crashed
     assert "| cpu | tv_mc3_18 | 11.70 |" in text
-    assert "| r2d_18 | 4x32x32 | 2 | channels_last |" in text
+    assert "| fr2d_18 | 4x32x32 | 2 | channels_last |" in text
     assert text in capsys.readouterr().out
 
 

@@ -87,7 +87,7 @@ def test_missing_file_and_foreign_formats(tmp_path):
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "nope.pth")
     bare = tmp_path / "bare.pth"
-    torch.save(network.build_model("r2d_18", 3, width_mult=0.125).state_dict(), bare)
+    torch.save(network.build_model("fr2d_18", 3, width_mult=0.125).state_dict(), bare)
     with pytest.raises(CheckpointError, match="not a videotrain-ckpt-1 checkpoint.*--pretrained-3d"):
         load_checkpoint(bare)
     lacking = _ckpt()
@@ -103,15 +103,15 @@ def test_missing_file_and_foreign_formats(tmp_path):
 
 def test_weights_of_another_model_are_rejected_when_rebuilding():
     other = _ckpt()
-    other["model"] = ck.model_state_dict(network.build_model("r2d_18", 3, width_mult=0.125))
+    other["model"] = ck.model_state_dict(network.build_model("fr2d_18", 3, width_mult=0.125))
     with pytest.raises(CheckpointError, match="do not fit network 'mict_resnet18'"):
         build_model_from_checkpoint(other)
     unknown = _ckpt()
     unknown["network"] = "no_such_net"
     with pytest.raises(CheckpointError, match="cannot be rebuilt"):
         build_model_from_checkpoint(unknown)
-    with pytest.raises(CheckpointError, match="network 'mict_resnet18', not 'r2d_18'"):
-        check_same_model(_ckpt(), "r2d_18", 3, "x.pth")
+    with pytest.raises(CheckpointError, match="network 'mict_resnet18', not 'fr2d_18'"):
+        check_same_model(_ckpt(), "fr2d_18", 3, "x.pth")
     with pytest.raises(CheckpointError, match="3 classes, the dataset has 4"):
         check_same_model(_ckpt(), "mict_resnet18", 4, "x.pth")
 

@@ -143,10 +143,10 @@ def test_labels_naming_classes_the_store_lacks(store, tmp_path, guarded_dir, cap
 
 def test_resume_with_checkpoint_of_another_model(store, tmp_path, guarded_dir, capsys):
     other = tmp_path / "other"
-    assert cli.main(tiny_train_argv(store, other, "--debug-mode", network="r2d_18")) == 0
+    assert cli.main(tiny_train_argv(store, other, "--debug-mode", network="fr2d_18")) == 0
     before = _snapshot(guarded_dir)
-    _assert_fails(tiny_train_argv(store, guarded_dir, "--resume", str(checkpoint_path(other, "r2d_18", 1))), capsys,
-                  "network 'r2d_18', not 'mict_resnet18'")
+    _assert_fails(tiny_train_argv(store, guarded_dir, "--resume", str(checkpoint_path(other, "fr2d_18", 1))), capsys,
+                  "network 'fr2d_18', not 'mict_resnet18'")
     assert _snapshot(guarded_dir) == before
 
 

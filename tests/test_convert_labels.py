@@ -298,7 +298,7 @@ def test_dataset_converted_from_a_label_file_trains_one_epoch(tmp_path):
     assert convert_labels(labels, src, root) == 0
     model_dir = tmp_path / "run"
     with contextlib.redirect_stdout(io.StringIO()):
-        assert cli.main(tiny_train_argv(root, model_dir, "--labels", "clips", network="r2d_18")) == 0
+        assert cli.main(tiny_train_argv(root, model_dir, "--labels", "clips", network="fr2d_18")) == 0
     with open(model_dir / "val_results.csv", newline="") as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
 

@@ -38,7 +38,7 @@ def _clip(model: torch.nn.Module, n: int = 2, size: int = 32) -> torch.Tensor:
 
 
 EXPECTED = {
-    "r3d_18", "r3d_34", "mc3_18", "r2plus1d_18", "r2plus1d_34", "r2d_18", "mict_resnet18", "mict_resnet34",
+    "r3d_18", "r3d_34", "mc3_18", "r2plus1d_18", "r2plus1d_34", "r2d_18", "fr2d_18", "mict_resnet18", "mict_resnet34",
     "srtg_r3d_18", "srtg_r3d_34", "srtg_r2plus1d_18", "srtg_r2plus1d_34", *MTNET_VARIANTS,
 }
 
@@ -94,7 +94,7 @@ def test_forward_backward_tiny(name):
     ("mc3_18", 400, 11_695_440),
     ("r2plus1d_18", 400, 31_505_325),
     ("srtg_r3d_18", 400, 44_543_312),  # SRTG reference table: 44.54M
-    ("r2d_18", 400, 11_381_712),  # paper: 11.4M
+    ("fr2d_18", 400, 11_381_712),  # paper: 11.4M
 ])
 def test_exact_parameter_counts(name, num_classes, expected):
     assert count_parameters(_meta_model(name, num_classes)) == expected
@@ -128,9 +128,9 @@ def test_torchvision_equivalence(name):
             torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-6)
 
 
-def test_r2d_is_torchvision_resnet18_per_frame_and_order_invariant():
+def test_fr2d_is_torchvision_resnet18_per_frame_and_order_invariant():
     reference = torchvision.models.resnet18().eval()
-    model = _meta_model("r2d_18", 1000)
+    model = _meta_model("fr2d_18", 1000)
     model.load_state_dict(reference.state_dict(), strict=True, assign=True)
     model.eval()
     frames = torch.randn(3, 3, 32, 32)
@@ -181,11 +181,11 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="float"):
         model(torch.zeros(1, 3, 8, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="5-D"):
-        build_model("r2d_18", 5, width_mult=TINY).forward_features(torch.randn(1, 3, 32, 32))
+        build_model("fr2d_18", 5, width_mult=TINY).forward_features(torch.randn(1, 3, 32, 32))
 
 
 def test_any_clip_length_for_video_resnets():
-    for name in ("r3d_18", "mc3_18", "r2plus1d_18", "r2d_18"):
+    for name in ("r3d_18", "mc3_18", "r2plus1d_18", "fr2d_18"):
         model = build_model(name, 4, width_mult=TINY).eval()
         assert model.min_frames == 1
         with torch.no_grad():
@@ -236,7 +236,7 @@ def test_public_api_exports():
 def test_channels_last_layout_gives_same_outputs():
     from network import to_channels_last
 
-    for name in ("mict_resnet18", "r2d_18", "r3d_18"):
+    for name in ("mict_resnet18", "fr2d_18", "r3d_18"):
         model = build_model(name, 4, width_mult=TINY).eval()
         x = torch.randn(2, 3, 16, 32, 32)
         with torch.no_grad():

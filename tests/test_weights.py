@@ -75,10 +75,10 @@ def test_plain_checkpoint_into_srtg_model(tmp_path):
 
 
 def test_half_precision_checkpoint_loads_into_float_model(tmp_path):
-    source = build_model("r2d_18", 5, width_mult=TINY)
+    source = build_model("fr2d_18", 5, width_mult=TINY)
     path = tmp_path / "half.pth"
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in source.state_dict().items()}, path)
-    target = build_model("r2d_18", 5, width_mult=TINY)
+    target = build_model("fr2d_18", 5, width_mult=TINY)
     assert load_weights(target, path).complete
     assert target.conv1.weight.dtype == torch.float32
     torch.testing.assert_close(target.conv1.weight, source.conv1.weight, atol=1e-3, rtol=1e-3)
@@ -100,7 +100,7 @@ def test_corrupt_or_foreign_files_raise_checkpoint_error(tmp_path, content, matc
     path = tmp_path / "bad.pth"
     if content == "truncated":
         good = tmp_path / "good.pth"
-        torch.save(build_model("r2d_18", 5, width_mult=TINY).state_dict(), good)
+        torch.save(build_model("fr2d_18", 5, width_mult=TINY).state_dict(), good)
         path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     elif content == "pickled_object":
         # weights_only=True refuses arbitrary objects: nothing from the file is executed
@@ -112,7 +112,7 @@ def test_corrupt_or_foreign_files_raise_checkpoint_error(tmp_path, content, matc
         torch.save({"epoch": 3, "args": {"lr": 0.1}}, path)
     else:
         path.write_bytes(content)
-    model = build_model("r2d_18", 5, width_mult=TINY)
+    model = build_model("fr2d_18", 5, width_mult=TINY)
     with pytest.raises(CheckpointError, match=match) as info:
         load_weights(model, path)
     assert str(path) in str(info.value)
@@ -121,13 +121,13 @@ def test_corrupt_or_foreign_files_raise_checkpoint_error(tmp_path, content, matc
 
 def test_missing_file():
     with pytest.raises(CheckpointError, match="no such file"):
-        load_weights(build_model("r2d_18", 5, width_mult=TINY), "/nonexistent/weights.pth")
+        load_weights(build_model("fr2d_18", 5, width_mult=TINY), "/nonexistent/weights.pth")
 
 
 @pytest.fixture
 def resnet2d_tiny(tmp_path):
-    """A tiny 2D ResNet-18 state_dict with torchvision's names (r2d_18's names are torchvision's)."""
-    state = build_model("r2d_18", 1000, width_mult=TINY).state_dict()
+    """A tiny 2D ResNet-18 state_dict with torchvision's names (fr2d_18's names are torchvision's)."""
+    state = build_model("fr2d_18", 1000, width_mult=TINY).state_dict()
     path = tmp_path / "resnet18_tiny.pth"
     torch.save(state, path)
     return path, state
@@ -197,7 +197,7 @@ def test_torchvision_resnet18_file_into_full_size_mict_and_r2d(tmp_path):
     assert report.missing == ["fc.weight", "fc.bias"]
     assert set(report.skipped) == {"fc.weight", "fc.bias"}
     assert torch.equal(mict.layer1[0].conv1.weight, tv.layer1[0].conv1.weight)
-    r2d = build_model("r2d_18", 1000, width_mult=1.0)
+    r2d = build_model("fr2d_18", 1000, width_mult=1.0)
     assert inflate_2d_resnet(r2d, path).complete
     assert load_weights(r2d, path, strict=True).complete
 

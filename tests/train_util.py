@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 # The frame-based 2D baseline's registered name (no motion modelling: the demo's chance-level network).
-FRAME_BASELINE = "r2d_18"
+FRAME_BASELINE = "fr2d_18"
 
 
 class MotionClips(Dataset):

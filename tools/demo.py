@@ -1,7 +1,7 @@
 """The end-to-end demo (`make demo`): synthetic videos -> SQLite frame store -> training -> evaluation.
 
     python -m tools.demo                      # MiCT-ResNet-18, the README's first command
-    python -m tools.demo --network r2d_18     # the frame-based 2D baseline, trained the same way
+    python -m tools.demo --network fr2d_18     # the frame-based 2D baseline, trained the same way
     python -m tools.demo --quick              # a tiny version for tests (seconds)
 
 1. `tools.synthetic` renders videos whose classes differ only in the direction of motion (time-reversal
@@ -45,7 +45,7 @@ class DemoConfig:
 
     # Four translation classes (left/right/up/down): two time-reversal pairs whose single frames look alike.
     # Single frames carry no class information within a pair, and global pooling hides where the object is, so
-    # a frame-order-blind model (r2d_18) stays near chance.
+    # a frame-order-blind model (fr2d_18) stays near chance.
     classes: int = 4
     videos_per_class: int = 100
     frames: int = 32
@@ -167,7 +167,7 @@ def split_test(all_csv: Path, out_csv: Path) -> dict[str, int]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--network", default="mict_resnet18", help="model to train (r2d_18: the no-motion baseline)")
+    p.add_argument("--network", default="mict_resnet18", help="model to train (fr2d_18: the no-motion baseline)")
     p.add_argument("--quick", action="store_true", help="tiny data, tiny model, one epoch (for tests)")
     p.add_argument("--data-dir", type=Path, default=Path("demo_data"), help="generated videos and frame store")
     p.add_argument("--run-dir", type=Path, default=Path("demo_runs"), help="training outputs (per network)")

@@ -186,10 +186,12 @@ def _first_line(e: BaseException) -> str:
     return lines[0][:300] if lines else type(e).__name__
 
 
-def _build_untrained(name: str, num_classes: int, width_mult: float | None) -> nn.Module:
+def _build_untrained(name: str, num_classes: int, width_mult: float | None, clip_length: int) -> nn.Module:
     from network import build_model, model_kwargs
 
-    kwargs = {}
+    kwargs: dict = {}
+    if "frames" in model_kwargs(name):
+        kwargs["frames"] = clip_length  # R2D is built for one clip length: the exported one
     if width_mult is not None:
         if "width_mult" not in model_kwargs(name):
             log.warning("%s has no width_mult; exporting it at full width", name)
@@ -208,7 +210,7 @@ def export_all(out_dir: str | os.PathLike, clip_length: int, crop_size: int, num
     for name in names or list_models():
         row: dict = {"network": name}
         try:
-            model = _build_untrained(name, num_classes, width_mult)
+            model = _build_untrained(name, num_classes, width_mult, clip_length)
             shape = (3, clip_length, crop_size, crop_size)
             res = export_and_check(model, Path(out_dir) / f"{name}.onnx", shape, rtol=rtol, bench=bench,
                                    metadata={"network": name})
@@ -302,10 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.num_classes or args.num_classes < 1:
             die("--network needs --num-classes N (N >= 1)")
         try:
-            model = _build_untrained(args.network, args.num_classes, args.width_mult)
+            clip_length, crop = args.clip_length or 16, args.crop_size or 112
+            model = _build_untrained(args.network, args.num_classes, args.width_mult, clip_length)
         except (ValueError, TypeError) as e:
             die(str(e))
-        clip_length, crop = args.clip_length or 16, args.crop_size or 112
         metadata = {"network": args.network, "untrained": "true"}
     metadata.setdefault("input", f"{INPUT_NAME}: (batch, 3, {clip_length}, {crop}, {crop}) float32, normalised RGB")
     shape = (3, clip_length, crop, crop)

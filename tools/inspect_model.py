@@ -201,8 +201,11 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, str, tuple[int, int, int
         pre = loaded.preprocess
         clip = (int(pre["clip_length"]), int(pre["crop_size"]), int(pre["crop_size"]))
         return loaded.model, loaded.network, clip, loaded.classes
-    kwargs = {} if args.width_mult is None else {"width_mult": args.width_mult}
-    return network.build_model(args.network, args.num_classes, **kwargs).eval(), args.network, (16, 112, 112), None
+    kwargs: dict = {} if args.width_mult is None else {"width_mult": args.width_mult}
+    clip = tuple(args.clip or (16, 112, 112))
+    if "frames" in network.model_kwargs(args.network):
+        kwargs["frames"] = clip[0]  # R2D stacks the frames of the clip it is shown
+    return network.build_model(args.network, args.num_classes, **kwargs).eval(), args.network, clip, None
 
 
 def _text(name: str, rows: list[dict], totals: dict, layers: dict, blocks: list[BlockKernels], clip, gflops,

@@ -112,6 +112,8 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         kw["dropout"] = args.dropout
     if args.width_mult is not None:
         kw["width_mult"] = args.width_mult
+    if "frames" not in kw and "frames" in network.model_kwargs(args.network):
+        kw["frames"] = args.clip_length  # R2D stacks a fixed number of frames: the clips it is trained on
     return kw
 
 
@@ -174,7 +176,10 @@ def build_run_model(args: argparse.Namespace, num_classes: int, resume: dict[str
                                   f"name and shape (a checkpoint of another model?)")
         log.info("--pretrained-3d: %s", report)
     elif args.pretrained_2d is not None:
-        report = network.inflate_2d_resnet(model, args.pretrained_2d)
+        try:
+            report = network.inflate_2d_resnet(model, args.pretrained_2d)
+        except ValueError as e:
+            raise CheckpointError(f"--pretrained-2d {args.pretrained_2d}: {e}") from None
         if not report.loaded:
             raise CheckpointError(f"--pretrained-2d {args.pretrained_2d}: nothing could be inflated into "
                                   f"{args.network}")

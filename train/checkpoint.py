@@ -179,7 +179,19 @@ def validate_checkpoint(ckpt: Any, path: str | os.PathLike = "<checkpoint>") -> 
     lacking = [k for k in PREPROCESS_KEYS if k not in ckpt["preprocess"]]
     if lacking:
         raise CheckpointError(f"{path}: preprocess lacks {', '.join(lacking)}")
+    _rename_frame_based_r2d(ckpt, path)
     return ckpt
+
+
+def _rename_frame_based_r2d(ckpt: dict[str, Any], path: str | os.PathLike) -> None:
+    """Earlier versions called the frame-based 2D ResNet (f-R2D) `r2d_18`, the name R2D (frames stacked into the
+    first conv) has now; such a checkpoint (its first conv `conv1.weight` reads 3 channels) loads as `fr2d_18`."""
+    if ckpt["network"] != "r2d_18":
+        return
+    conv1 = ckpt["model"].get("conv1.weight")
+    if isinstance(conv1, torch.Tensor) and conv1.dim() == 4 and conv1.shape[1] == 3:
+        ckpt["network"] = "fr2d_18"
+        log.info("%s: saved as r2d_18 by an earlier version (the frame-based network), loaded as fr2d_18", path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
