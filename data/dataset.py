@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data.bad_clips import BAD_CLIP_POLICIES, BadVideoFlags, with_repair
 from data.columns import IntColumn, LazySequence
 from data.index import stale_classes
 from data.label_table import open_label_table, release_freed_memory
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 __all__ = ["VideoDataset"]
 
 _MAX_LISTED = 5
+# Bad videos met in a row by one item before it gives up (a dataset this broken needs repair, not skips).
+_MAX_REPLACEMENTS = 20
 
 
 def _resolve_labels_csv(root: Path, labels_csv: str | os.PathLike | None) -> Path:
@@ -86,13 +89,18 @@ class VideoDataset(Dataset):
         clips_per_video: evaluation clips per video (K).
         classes: class names in index order; default ``<root>/classes.txt``, else the sorted labels of the CSV.
         train: random clips (True) or K evenly spaced clips (False); default ``split == "train"``.
+        bad_clips: what a training item does when its video cannot be read: ``"fail"`` raises `FrameStoreError`
+            naming the video, the frame and the repair command; ``"skip"`` replaces it by another video drawn from
+            the item's generator and marks it (`bad_videos`). Evaluation items always fail.
     """
 
     def __init__(self, root: str | os.PathLike, labels_csv: str | os.PathLike | None = None,
                  split: str | None = "train", clip_length: int = 16, frame_interval: int | Sequence[int] = 2,
                  transform=None, clips_per_video: int = 1, classes: Sequence[str] | None = None,
-                 train: bool | None = None):
+                 train: bool | None = None, bad_clips: str = "fail"):
         self.root = Path(root)
+        if bad_clips not in BAD_CLIP_POLICIES:
+            raise ValueError(f"bad_clips must be one of {BAD_CLIP_POLICIES}, got {bad_clips!r}")
         if not (self.root / "jpg").is_dir():
             raise FrameStoreError(f"{self.root}: not a dataset root (no jpg/ folder)")
         if clip_length < 1 or clips_per_video < 1:
@@ -140,6 +148,9 @@ class VideoDataset(Dataset):
         # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._pid, self._seen_epoch, self._draws = -1, -1, 0
+        # Evaluation never skips: a score over silently replaced videos would not be the dataset's score.
+        self.skip_bad = bad_clips == "skip" and self.train
+        self._bad = BadVideoFlags(n) if self.skip_bad else None
         log.info("%s split=%s: %d videos, %d classes, %s", self.labels_csv, split, len(self.samples),
                  len(self.classes), "train" if self.train else f"eval x{self.clips_per_video}")
 
@@ -275,6 +286,26 @@ class VideoDataset(Dataset):
         crop_size = None if cycle is None else self.crop_size_for(int(cycle))
         rng = self._item_rng(index)
         video, indices = self.frame_indices(index, rng)
+        tried: list[int] = []
+        while True:
+            try:
+                frames = self._read(video, indices, crop_size)
+                break
+            except FrameStoreError as e:
+                if not self.skip_bad:
+                    raise FrameStoreError(with_repair(str(e), self.root)) from e
+                self._bad.mark(video, int(self._epoch))
+                tried.append(video)
+                video = self._replacement(tried, rng, e)
+                indices = RandomClipSampler(self.clip_length, self.frame_interval)(self.n_frames[video], rng)
+        if crop_size is None:
+            clip = self.transform(frames, rng)
+        else:
+            clip = self.transform(frames, rng, crop_size=crop_size)
+        return clip, int(self.labels.array[video]), video
+
+    def _read(self, video: int, indices: np.ndarray, crop_size: int | None) -> np.ndarray:
+        """The frames at `indices` of video `video`, decoded at the reduced scale the crop allows."""
         video_dir = self._video_dir(video)
         try:
             reader = get_reader(video_dir)
@@ -283,13 +314,30 @@ class VideoDataset(Dataset):
                 raise FrameStoreError(f"{video_dir}: video of {self.labels_csv} was removed after the dataset "
                                       f"was opened") from e
             raise
-        reduce = self._reduce(reader, crop_size)
-        frames = reader.read(indices, reduce=reduce)
-        if crop_size is None:
-            clip = self.transform(frames, rng)
-        else:
-            clip = self.transform(frames, rng, crop_size=crop_size)
-        return clip, int(self.labels.array[video]), video
+        return reader.read(indices, reduce=self._reduce(reader, crop_size))
+
+    def _replacement(self, tried: list[int], rng: np.random.Generator, error: FrameStoreError) -> int:
+        """Another video for an item whose videos in `tried` could not be read, drawn from the item's generator.
+
+        Drawn from the item's own generator, the replacement is the same in every run and after a resume.
+        """
+        n = len(self.samples)
+        if len(tried) >= min(n, _MAX_REPLACEMENTS):
+            raise FrameStoreError(with_repair(f"{len(tried)} videos in a row could not be read, the last: {error}",
+                                              self.root)) from error
+        while True:
+            video = int(rng.integers(n))
+            if video not in tried:
+                return video
+
+    def bad_videos(self, epoch: int) -> list[int]:
+        """Videos whose clips could not be read in `epoch` (any process), replaced by others (``bad_clips="skip"``)."""
+        return [] if self._bad is None else self._bad.in_epoch(epoch)
+
+    @property
+    def bad_video_flags(self) -> BadVideoFlags | None:
+        """The shared record of skipped videos (None unless ``bad_clips="skip"`` on a training set)."""
+        return self._bad
 
     def _reduce(self, reader, crop_size: int | None) -> int:
         """Largest JPEG reduce factor that still gives the transform the short side it needs."""

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from train.bad_clips import add_bad_clip_arguments
 from train.distributed import parse_gpus
 from train.precision import PRECISIONS
 
@@ -84,6 +85,7 @@ def build_parser(defaults: dict[str, Any] | None = None,
     d.add_argument("--srtg-augment", action="store_true", help="add the SRTG augmentation set (blur, hue, ...)")
     d.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader worker processes (0: load in the main process)")
+    add_bad_clip_arguments(d)
 
     m = p.add_argument_group("model")
     m.add_argument("--network", default="mict_resnet18", choices=_network_names(), metavar="NAME",

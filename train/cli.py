@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from data.bad_clips import worker_error_text
 from train.arguments import build_parser, parse_args
+from train.bad_clips import TooManyBadVideos
 from train.builders import Setup, prepare, resume_path
 from train.checkpoint import CheckpointWriteError, best_checkpoint_path, load_checkpoint
 from train.console import die, setup_logging
@@ -221,7 +223,7 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
                         handler.handle(record)
         train(setup)
         finished = True
-    except (NonFiniteLossError, CheckpointWriteError) as e:
+    except (NonFiniteLossError, CheckpointWriteError, TooManyBadVideos) as e:
         _fail_run(str(e), 1, dist_info)
     except TrainingInterrupted as e:
         where = f"saved {e.checkpoint}" if e.checkpoint else "checkpoint written by rank 0"
@@ -233,8 +235,8 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
             "newest checkpoint", code=130)
     except (ValueError, OSError) as e:
         if setup is None:
-            _fail_start(str(e))
-        _fail_run(str(e), 2, dist_info)
+            _fail_start(worker_error_text(e))
+        _fail_run(worker_error_text(e), 2, dist_info)
     finally:
         # The model (DDP) and loaders hold the process group: release them before the group goes away.
         setup = None
