@@ -165,7 +165,7 @@ def test_too_many_bad_videos_in_an_epoch_stop_the_run_with_one_line(store, tmp_p
 
 def test_an_exact_resume_with_a_bad_video_equals_the_straight_run(store, tmp_path):
     corrupt_frames(_train_videos(store)[2])
-    common = ("--max-bad-share", "0.5", "--random-seed", "4")
+    common = ("--max-bad-share", "0.5", "--random-seed", "4", "--workers", "0")  # the workers' draws: see above
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert cli.main(_argv(store, straight, "--end-epoch", "2", *common)) == 0
     assert cli.main(_argv(store, split, "--end-epoch", "1", *common)) == 0
@@ -199,4 +199,4 @@ def test_bad_clips_fail_is_one_line_naming_the_video_and_the_repair(store, tmp_p
     (line,) = _errors(proc.stderr)
     assert str(db) in line and f"python -m tools.verify {store} --reconvert VIDEOS" in line, line
     if damage == "checksum":
-        assert "frame 0 fails its checksum" in line or "fails its checksum" in line
+        assert "fails its checksum" in line and "frame " in line

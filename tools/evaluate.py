@@ -47,6 +47,7 @@ from train.inference import (
 from train.metrics import EvalResult
 from train.multiview import view_transform
 from train.precision import PRECISIONS, Precision
+from train.size_checks import check_dataset_preprocess_fits
 from train.trainer import evaluate
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     ds = VideoDataset(dataset, labels, split=split, clip_length=int(pre["clip_length"]),
                       frame_interval=pre["frame_interval"], transform=transform, clips_per_video=clips_per_video,
                       classes=classes, train=False)
+    if crop_size is not None:
+        check_dataset_preprocess_fits(ds, pre)
     loader = build_loader(ds, batch_size, train=False, workers=workers)
     log.info("evaluating %s (%s) on %s split %r: %d videos x %d clips x %d crops", checkpoint, loaded.network,
              dataset, split, len(ds.samples), clips_per_video, crops)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from data.bad_clips import worker_error_text
+from data.loader import shutdown_workers
 from train.arguments import build_parser, parse_args
 from train.bad_clips import TooManyBadVideos
 from train.builders import Setup, prepare, resume_path
@@ -240,6 +241,10 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
     finally:
         # The model (DDP) and loaders hold the process group: release them before the group goes away.
         setup = None
+        if not finished:
+            # A run stopped mid-epoch leaves its loader iterating; the exception's traceback keeps it alive, so stop
+            # its workers now rather than leave them to whoever holds the traceback (an in-process caller).
+            shutdown_workers()
         if dist_info is not None:
             shutdown(synchronize=finished)
     return 0
