@@ -1,0 +1,103 @@
+"""Hostile input met by the commands: a label field over the csv module's limit, a frames table with wrong column
+types. Each ends in one line naming the file and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from data.columns import read_label_columns
+from data.integrity import check_video
+from data.labels import LabelError
+from tests.test_predict import make_checkpoint
+from tests.train_util import make_store, tiny_train_argv
+from tools import convert, evaluate, extract_features, index, verify
+from train import cli
+
+HUGE_ROW = '"' + "x" * 200_000 + '",v9,,,train\n'
+
+
+@pytest.fixture(scope="module")
+def clean_store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("hostile") / "data", classes=2, videos_per_class=2, frames=12)
+
+
+@pytest.fixture
+def store(clean_store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(clean_store, copy)
+    return copy
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    return errors[0]
+
+
+def _huge_labels(store: Path) -> Path:
+    path = store / "labels" / "all.csv"
+    path.write_text(path.read_text() + HUGE_ROW)
+    return path
+
+
+def test_label_columns_name_file_and_line_of_a_huge_field(tmp_path):
+    p = tmp_path / "huge.csv"
+    p.write_text("label,video_id,time_start,time_end,split\nwalk,v1,,,train\n" + HUGE_ROW)
+    with pytest.raises(LabelError, match=r"huge.csv:3: not a valid label CSV row \(field larger than field limit"):
+        read_label_columns(p)
+
+
+def test_every_command_reading_labels_says_one_line_for_a_huge_field(store, tmp_path, capsys):
+    labels = _huge_labels(store)
+    ckpt = make_checkpoint(tmp_path / "m.pth", classes=(store / "classes.txt").read_text().split())
+    commands = [
+        lambda: cli.main(tiny_train_argv(store, tmp_path / "run")),
+        lambda: evaluate.main(["--checkpoint", str(ckpt), "--dataset", str(store), "--workers", "0"]),
+        lambda: extract_features.main(["--checkpoint", str(ckpt), "--dataset", str(store), "--out",
+                                       str(tmp_path / "f.npz"), "--workers", "0"]),
+    ]
+    for command in commands:
+        with pytest.raises(SystemExit) as e:
+            command()
+        assert e.value.code == 2
+        line = _one_error_line(capsys)
+        assert f"{labels}:" in line and "field larger than field limit" in line, line
+    # The index only warms the label caches: it says which file it could not cache, and finishes.
+    assert index.main([str(store)]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"label cache not built: {labels}:" in err
+
+
+def test_the_converter_names_a_label_file_with_a_huge_field_and_finishes(clean_store, store, capsys):
+    extra = store / "labels" / "extra.csv"
+    extra.write_text("label,video_id,time_start,time_end,split\n" + HUGE_ROW)
+    assert convert.main([str(clean_store.parent / "videos"), str(store), "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"label cache not built: {extra}:2:" in err
+
+
+def _text_typed_frames(video_dir: Path) -> None:
+    db = video_dir / "frames.db"
+    db.unlink()
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE frames (idx TEXT, jpeg TEXT)")
+    conn.executemany("INSERT INTO frames VALUES (?, ?)", [(str(i), "x") for i in range(12)])
+    conn.commit()
+    conn.close()
+
+
+def test_a_frames_table_of_wrong_column_types_is_a_problem_not_a_crash(store, tmp_path, capsys):
+    video = next((store / "jpg").glob("*/*"))
+    _text_typed_frames(video)
+    check = check_video(video)
+    assert not check.ok and any("frame numbers" in p or "not as a JPEG blob" in p for p in check.problems)
+    assert verify.main([str(store), "--report", str(tmp_path / "r.csv")]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+    # The index leaves a broken database out with a warning naming it, and indexes the others.
+    assert index.main([str(store), "--rebuild"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"not indexed: {video / 'frames.db'}: frames table holds str frame numbers" in err
