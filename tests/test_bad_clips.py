@@ -19,7 +19,8 @@ import torch
 
 from data.dataset import VideoDataset
 from data.loader import build_loader
-from data.store import FrameStoreError
+from data.integrity import check_video
+from data.store import FrameStoreError, open_video
 from tests.test_dataset import RAW, frame_indices_of, make_root
 from tests.train_util import make_store, tiny_train_argv
 from train import cli
@@ -200,3 +201,22 @@ def test_bad_clips_fail_is_one_line_naming_the_video_and_the_repair(store, tmp_p
     assert str(db) in line and f"python -m tools.verify {store} --reconvert VIDEOS" in line, line
     if damage == "checksum":
         assert "fails its checksum" in line and "frame " in line
+
+
+def test_the_repair_command_the_message_names_repairs_the_video(clean_store, store, tmp_path, capsys):
+    bad = _train_videos(store)[0]
+    corrupt_frames(bad)
+    with pytest.raises(SystemExit):
+        cli.main(_argv(store, tmp_path / "run", "--bad-clips", "fail", "--workers", "0"))
+    (line,) = _errors(capsys.readouterr().err)
+    command = line[line.index("python -m tools.verify"):line.index(" (VIDEOS:")].split()
+    assert command[:3] == ["python", "-m", "tools.verify"] and command[-1] == "VIDEOS"
+    videos = clean_store.parent / "videos"  # what the store was converted from
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, *command[1:-1], str(videos)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "re-converted 1 of 1 broken video(s)" in proc.stderr
+    assert check_video(bad, decode=True).ok
+    with open_video(bad) as reader:
+        assert reader.read(list(range(len(reader)))).shape[0] == len(reader)
