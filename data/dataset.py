@@ -39,7 +39,7 @@ from data.bad_clips import BAD_CLIP_POLICIES, BadVideoFlags, with_repair
 from data.columns import IntColumn, LazySequence
 from data.index import stale_classes
 from data.label_table import open_label_table, release_freed_memory
-from data.labels import SPLITS, Sample, read_classes
+from data.labels import SPLITS, LabelError, Sample, read_classes
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals, eval_interval
 from data.short_cycle import short_cycle_crop_sizes
 from data.store import (
@@ -106,6 +106,10 @@ class VideoDataset(Dataset):
         if clip_length < 1 or clips_per_video < 1:
             raise ValueError(f"clip_length and clips_per_video must be >= 1, got {clip_length}, {clips_per_video}")
         self.labels_csv = _resolve_labels_csv(self.root, labels_csv)
+        if not self.labels_csv.exists():
+            have = sorted(q.name for q in (self.root / "labels").glob("*.csv"))
+            raise LabelError(f"{self.labels_csv}: label file not found; {self.root / 'labels'} holds "
+                             f"{', '.join(have[:_MAX_LISTED * 2]) or 'no label files'}")
         cols = open_label_table(self.root, self.labels_csv)
         self.split = split
         self.train = (split == "train") if train is None else bool(train)
@@ -192,11 +196,6 @@ class VideoDataset(Dataset):
             counts[:] = index_counts
             counts[np.isin(self._label_codes, stale_codes)] = 0
             todo = np.flatnonzero(counts == 0)
-            if len(todo):
-                log.warning("%s: %d of %d videos are not in the index or in class folders changed since it was "
-                            "written (%s); reading their n_frames files (update it: python -m tools.index %s)",
-                            self.labels_csv, len(todo), n, ", ".join(sorted(stale)[:_MAX_LISTED]) or "none stale",
-                            self.root)
         missing: list[str] = []
         for i in todo.tolist():
             video_dir = self._video_dir(i)
@@ -210,7 +209,15 @@ class VideoDataset(Dataset):
         if missing:
             listed = ", ".join(missing[:_MAX_LISTED]) + (", ..." if len(missing) > _MAX_LISTED else "")
             raise FrameStoreError(f"{self.labels_csv}: {len(missing)} of {n} videos of split "
-                                  f"{self.split!r} are not in {self.root / 'jpg'}: {listed}")
+                                  f"{self.split!r} are not in {self.root / 'jpg'}: {listed}; convert them, or "
+                                  f"write the labels again without them: python -m tools.make_labels DATASET ... "
+                                  f"{self.root} --drop-missing")
+        if index_counts is not None and len(todo):
+            # Only now: for videos that are missing altogether, updating the index is not the advice that applies.
+            log.warning("%s: %d of %d videos are not in the index or in class folders changed since it was "
+                        "written (%s); reading their n_frames files (update it: python -m tools.index %s)",
+                        self.labels_csv, len(todo), n, ", ".join(sorted(stale)[:_MAX_LISTED]) or "none stale",
+                        self.root)
         return counts
 
     def set_shape(self, clip_length: int, frame_interval: int | Sequence[int], crop_size: int,

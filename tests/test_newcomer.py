@@ -97,3 +97,40 @@ def test_the_srtg_readme_commands_run_as_written(tmp_path):
     assert (tmp_path / "resumed" / "srtg_r3d_50_ep-0002.pth").is_file()
     run([*_scaled(README_COMMANDS[2], store, {"ep-0080": "ep-0001"}), "--end-epoch", "1", "--model-dir", "tuned"])
     assert (tmp_path / "tuned" / "srtg_r3d_34_ep-0001.pth").is_file()
+
+
+def test_mict_short_clip_error_names_the_flag_to_use():
+    from network import build_model
+
+    model = build_model("mict_resnet18", 2, version="v1", width_mult=0.125)
+    assert "--model-arg version=v2" in model.min_frames_hint()
+
+
+def test_a_missing_label_file_names_the_label_files_the_root_has(tmp_path):
+    from data.dataset import VideoDataset
+    from data.labels import LabelError
+    from tests.test_dataset import make_root
+
+    root = make_root(tmp_path, [("walk", "w1", 10, "train")])
+    (root / "labels" / "ucf101_split1.csv").write_text((root / "labels" / "all.csv").read_text())
+    with pytest.raises(LabelError) as e:
+        VideoDataset(root, "kinetics400", split="train")
+    assert "label file not found" in str(e.value) and "all.csv, ucf101_split1.csv" in str(e.value)
+
+
+def test_labels_naming_missing_videos_point_to_drop_missing_without_index_advice(tmp_path, caplog):
+    from data.dataset import VideoDataset
+    from data.labels import Sample, write_labels
+    from data.store import FrameStoreError
+    from tests.test_dataset import make_root
+
+    from data.index import refresh_index
+
+    root = make_root(tmp_path, [("walk", "w1", 10, "train")])
+    refresh_index(root)
+    write_labels(root / "labels" / "all.csv", [Sample("w1", "walk", "train"), Sample("gone", "walk", "train")])
+    with pytest.raises(FrameStoreError) as e:
+        VideoDataset(root, split="train")
+    assert "1 of 2 videos" in str(e.value) and "python -m tools.make_labels" in str(e.value)
+    assert "--drop-missing" in str(e.value)
+    assert "tools.index" not in caplog.text
