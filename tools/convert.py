@@ -87,7 +87,7 @@ from tools.jpeg_encoders import (
     yuvj420p_planes,
 )
 from tools.video_folder import VIDEO_EXTENSIONS, file_problem, scan_folder
-from train.console import die, setup_logging
+from train.console import DefaultsHelpFormatter, die, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +492,7 @@ def _count_results(results: Iterator[Result], bar: tqdm, counts: dict[str, int],
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.convert", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("videos", type=Path, nargs="?", help="folder of <class>/<video file> (not with --labels)")
     p.add_argument("root", type=Path, help="dataset root to write (jpg/, labels/all.csv, classes.txt)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (1: in-process)")

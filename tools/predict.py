@@ -282,7 +282,8 @@ def predict_videos(checkpoint_path: str | os.PathLike, videos: Sequence[str | os
                 thumbs = result.pop("_thumbs")
                 result["timeline_png"] = save_timeline_png(result, thumbs, timeline_png_path(video, out))
         except (VideoSourceError, ValueError, OSError) as e:
-            log.error("%s", e)
+            # Reported once, by the caller (the table's FAILED line, or the log next to --json output).
+            log.debug("%s", e)
             result = {"video": video, "ok": False, "error": str(e)}
         results.append(result)
     return results
@@ -390,9 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
     else:
         print("\n".join(format_result(r) for r in results), end="")
-    failed = [r["video"] for r in results if not r["ok"]]
+    failed = [r for r in results if not r["ok"]]
     if failed:
-        log.error("%d of %d video(s) failed: %s", len(failed), len(results), ", ".join(failed))
+        if args.json:  # stdout holds the JSON: the reasons go to the log, once each
+            for r in failed:
+                log.error("%s", r["error"])
+        log.error("%d of %d video(s) failed%s", len(failed), len(results), "" if args.json else " (above)")
         return 1
     return 0
 
