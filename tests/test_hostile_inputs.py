@@ -101,3 +101,20 @@ def test_a_frames_table_of_wrong_column_types_is_a_problem_not_a_crash(store, tm
     assert index.main([str(store), "--rebuild"]) == 0
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"not indexed: {video / 'frames.db'}: frames table holds str frame numbers" in err
+
+
+def test_a_checkpoint_the_safe_loader_refuses_is_named_with_the_reason(tmp_path):
+    import argparse
+
+    import torch
+
+    from train.checkpoint import CheckpointError, load_checkpoint
+
+    path = tmp_path / "evil.pth"
+    torch.save({"format": "videotrain-ckpt-1", "args": argparse.Namespace(a=1), "model": {}}, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    text = str(e.value)
+    assert "\x1b" not in text and "\n" not in text, repr(text)
+    assert f"{path}: " in text and "Python objects besides tensors" in text and "argparse.Namespace" in text
+    assert text.endswith(")") and "two options" not in text
