@@ -118,3 +118,32 @@ def test_a_checkpoint_the_safe_loader_refuses_is_named_with_the_reason(tmp_path)
     assert "\x1b" not in text and "\n" not in text, repr(text)
     assert f"{path}: " in text and "Python objects besides tensors" in text and "argparse.Namespace" in text
     assert text.endswith(")") and "two options" not in text
+
+
+def test_convert_refuses_negative_workers_and_says_what_a_file_given_as_videos_is(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        convert.main([str(tmp_path), str(tmp_path / "out"), "--workers", "-5"])
+    assert e.value.code == 2 and "--workers" in capsys.readouterr().err
+    video_file = tmp_path / "clip.mp4"
+    video_file.write_bytes(b"\0")
+    with pytest.raises(SystemExit) as e:
+        convert.main([str(video_file), str(tmp_path / "out")])
+    assert e.value.code == 2
+    line = _one_error_line(capsys)
+    assert "no such folder" not in line and "is a file, not a folder" in line, line
+
+
+def test_verify_gives_its_result_when_the_report_cannot_be_written(store, tmp_path, capsys, monkeypatch):
+    import errno
+
+    def read_only(path, rows):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(verify, "write_report", read_only)
+    with pytest.raises(SystemExit) as e:
+        verify.main([str(store)])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert "verified 4 videos" in err and "4 sound, 0 with problems" in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Read-only file system" in errors[0] and "--report" in errors[0], errors

@@ -532,8 +532,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(log_file=args.log_file)
     if (args.labels is None) == (args.videos is None) or (args.labels is None) != (args.source_root is None):
         die("give VIDEOS ROOT, or --labels LABELS.csv --source-root SRC ROOT")
+    if args.labels is None and args.videos.exists() and not args.videos.is_dir():
+        die(f"{args.videos}: is a file, not a folder (VIDEOS is a folder of <class>/<video file>)")
     if args.labels is None and not args.videos.is_dir():
         die(f"{args.videos}: no such folder (expected <class>/<video file>)")
+    if args.workers < 1:
+        die(f"--workers must be >= 1 (1: in this process), got {args.workers}")
     if args.short_side is not None and not MIN_SHORT_SIDE <= args.short_side <= MAX_SHORT_SIDE:
         die(f"--short-side must be in {MIN_SHORT_SIDE}..{MAX_SHORT_SIDE} pixels, got {args.short_side}")
     if not 1 <= args.quality <= 100:
