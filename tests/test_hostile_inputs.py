@@ -147,3 +147,17 @@ def test_verify_gives_its_result_when_the_report_cannot_be_written(store, tmp_pa
     assert "verified 4 videos" in err and "4 sound, 0 with problems" in err, err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Read-only file system" in errors[0] and "--report" in errors[0], errors
+
+
+def test_a_symlink_loop_under_the_source_root_finds_each_video_once(tmp_path):
+    from data.labels import Sample
+    from tools.convert_labels import index_sources, locate
+
+    source = tmp_path / "src"
+    (source / "walk").mkdir(parents=True)
+    (source / "walk" / "v1.mp4").write_bytes(b"\0")
+    (source / "walk" / "loop").symlink_to("..")
+    (source / "linked").symlink_to(source / "walk")  # a second way to the same folder is the same video too
+    index = index_sources(source)
+    assert index == {"v1": [source / "linked" / "v1.mp4"]} or index == {"v1": [source / "walk" / "v1.mp4"]}
+    assert locate(Sample("v1", "walk", "train"), index)[0].name == "v1.mp4"
