@@ -2,6 +2,7 @@
 types. Each ends in one line naming the file and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -161,3 +162,23 @@ def test_a_symlink_loop_under_the_source_root_finds_each_video_once(tmp_path):
     index = index_sources(source)
     assert index == {"v1": [source / "linked" / "v1.mp4"]} or index == {"v1": [source / "walk" / "v1.mp4"]}
     assert locate(Sample("v1", "walk", "train"), index)[0].name == "v1.mp4"
+
+
+def test_the_index_of_a_read_only_root_is_one_line_saying_so(store, capsys, monkeypatch):
+    import errno
+
+    import data.index
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(data.index.os, "open", read_only)
+    with pytest.raises(SystemExit) as e:
+        index.main([str(store)])
+    assert e.value.code == 2
+    line = _one_error_line(capsys)
+    assert f"{store}: read-only" in line and "[Errno" not in line, line
