@@ -45,6 +45,6 @@ def test_a_crop_far_larger_than_the_stored_frames_is_refused_in_one_line(setup, 
     proc = _run(tmp_path, tool, "--checkpoint", str(ckpt), *args, "--crop-size", "8000")
     assert proc.returncode in (1, 2), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if "--crop-size 8000 needs frames" in line]
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "--crop-size 8000 needs frames" in line]
     assert len(errors) == 1, proc.stderr[-2000:]
     assert "40x32 frames" in errors[0] and "at most 4x" in errors[0]
