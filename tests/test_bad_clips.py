@@ -220,3 +220,17 @@ def test_the_repair_command_the_message_names_repairs_the_video(clean_store, sto
     assert check_video(bad, decode=True).ok
     with open_video(bad) as reader:
         assert reader.read(list(range(len(reader)))).shape[0] == len(reader)
+
+
+def test_evaluation_with_workers_fails_in_one_line_naming_the_repair(store, tmp_path, capsys):
+    from tests.test_predict import make_checkpoint
+    from tools import evaluate
+
+    val = [v for v in (store / "jpg").glob("*/*") if v not in _train_videos(store)][0]
+    corrupt_frames(val)
+    ckpt = make_checkpoint(tmp_path / "m.pth", classes=(store / "classes.txt").read_text().split())
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", str(ckpt), "--dataset", str(store), "--workers", "2", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert str(val / "frames.db") in line and "python -m tools.verify" in line

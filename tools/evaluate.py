@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from data.atomic import atomic_write, atomic_write_text, save_figure_png
+from data.bad_clips import worker_error_text
 from data.labels import read_classes
 from data.views import CROP_CHOICES
 from train.console import die, setup_logging
@@ -211,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = write_outputs(result, classes, out_dir, args.split, args.checkpoint, args.clips_per_video,
                               args.crops)
     except (ValueError, OSError) as e:  # CheckpointError and FrameStoreError are ValueErrors
-        die(str(e))
+        die(worker_error_text(e))
     print(format_report(result, classes, args.clips_per_video, args.crops))
     print(f"wrote {paths['json']}, {paths['csv']} and {paths['png']}")
     return 0

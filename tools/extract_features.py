@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from data.atomic import atomic_write
+from data.bad_clips import worker_error_text
 from data.dataset import VideoDataset
 from data.labels import read_classes
 from data.loader import build_loader
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   clips_per_video=args.clips_per_video, batch_size=args.batch_size,
                                   workers=args.workers, crops=args.crops, limit_upscale=args.crop_size is not None)
     except (ValueError, OSError) as e:  # missing root / labels / videos, corrupt databases
-        die(str(e))
+        die(worker_error_text(e))
     info = {"network": loaded.network, "checkpoint": os.path.abspath(args.checkpoint), "split": args.split,
             "preprocess": json.dumps(loaded.preprocess)}
     out = save_features(args.out, arrays, args.per_clip, info)
