@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from data.dataset import VideoDataset
-from data.loader import build_loader
+from data.loader import build_loader, shutdown_workers
 from data.integrity import check_video
 from data.store import FrameStoreError, open_video
 from tests.test_dataset import RAW, frame_indices_of, make_root
@@ -229,8 +229,12 @@ def test_evaluation_with_workers_fails_in_one_line_naming_the_repair(store, tmp_
     val = [v for v in (store / "jpg").glob("*/*") if v not in _train_videos(store)][0]
     corrupt_frames(val)
     ckpt = make_checkpoint(tmp_path / "m.pth", classes=(store / "classes.txt").read_text().split())
-    with pytest.raises(SystemExit) as e:
-        evaluate.main(["--checkpoint", str(ckpt), "--dataset", str(store), "--workers", "2", "--out", str(tmp_path)])
+    try:
+        with pytest.raises(SystemExit) as e:
+            evaluate.main(["--checkpoint", str(ckpt), "--dataset", str(store), "--workers", "2", "--out",
+                           str(tmp_path)])
+    finally:
+        shutdown_workers()  # the exception's traceback keeps the loader iterating in this process
     assert e.value.code == 2
     (line,) = _errors(capsys.readouterr().err)
     assert str(val / "frames.db") in line and "python -m tools.verify" in line
