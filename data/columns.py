@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.labels import SPLITS, LabelError, check_name
+from data.labels import SPLITS, LabelError, check_name, csv_rows
 
 __all__ = ["StringColumn", "IntColumn", "LabelColumns", "read_label_columns"]
 
@@ -187,7 +187,8 @@ def read_label_columns(csv_path: str | os.PathLike, data: bytes | None = None) -
                          "UTF-8") from None
     with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
+        rows = csv_rows(reader, path, counted=True)
+        header = [h.strip() for h in next(rows, [])]
         missing = [c for c in ("label", "video_id", "split") if c not in header]
         if missing:
             hint = " (an official Kinetics csv? convert it with `python -m tools.make_labels kinetics`)" \
@@ -199,7 +200,7 @@ def read_label_columns(csv_path: str | os.PathLike, data: bytes | None = None) -
         video_ids: list[str] = []
         splits: list[str] = []
         lines: list[int] = []
-        for row in reader:
+        for row in rows:
             if not row:
                 continue  # csv.DictReader skips blank lines too
             if len(row) != width:

@@ -35,10 +35,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from data.bad_clips import BAD_CLIP_POLICIES, BadVideoFlags, with_repair
 from data.columns import IntColumn, LazySequence
 from data.index import stale_classes
 from data.label_table import open_label_table, release_freed_memory
-from data.labels import SPLITS, Sample, read_classes
+from data.labels import SPLITS, LabelError, Sample, read_classes
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals, eval_interval
 from data.short_cycle import short_cycle_crop_sizes
 from data.store import (
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 __all__ = ["VideoDataset"]
 
 _MAX_LISTED = 5
+# Bad videos met in a row by one item before it gives up (a dataset this broken needs repair, not skips).
+_MAX_REPLACEMENTS = 20
 
 
 def _resolve_labels_csv(root: Path, labels_csv: str | os.PathLike | None) -> Path:
@@ -86,18 +89,27 @@ class VideoDataset(Dataset):
         clips_per_video: evaluation clips per video (K).
         classes: class names in index order; default ``<root>/classes.txt``, else the sorted labels of the CSV.
         train: random clips (True) or K evenly spaced clips (False); default ``split == "train"``.
+        bad_clips: what a training item does when its video cannot be read: ``"fail"`` raises `FrameStoreError`
+            naming the video, the frame and the repair command; ``"skip"`` replaces it by another video drawn from
+            the item's generator and marks it (`bad_videos`). Evaluation items always fail.
     """
 
     def __init__(self, root: str | os.PathLike, labels_csv: str | os.PathLike | None = None,
                  split: str | None = "train", clip_length: int = 16, frame_interval: int | Sequence[int] = 2,
                  transform=None, clips_per_video: int = 1, classes: Sequence[str] | None = None,
-                 train: bool | None = None):
+                 train: bool | None = None, bad_clips: str = "fail"):
         self.root = Path(root)
+        if bad_clips not in BAD_CLIP_POLICIES:
+            raise ValueError(f"bad_clips must be one of {BAD_CLIP_POLICIES}, got {bad_clips!r}")
         if not (self.root / "jpg").is_dir():
             raise FrameStoreError(f"{self.root}: not a dataset root (no jpg/ folder)")
         if clip_length < 1 or clips_per_video < 1:
             raise ValueError(f"clip_length and clips_per_video must be >= 1, got {clip_length}, {clips_per_video}")
         self.labels_csv = _resolve_labels_csv(self.root, labels_csv)
+        if not self.labels_csv.exists():
+            have = sorted(q.name for q in (self.root / "labels").glob("*.csv"))
+            raise LabelError(f"{self.labels_csv}: label file not found; {self.root / 'labels'} holds "
+                             f"{', '.join(have[:_MAX_LISTED * 2]) or 'no label files'}")
         cols = open_label_table(self.root, self.labels_csv)
         self.split = split
         self.train = (split == "train") if train is None else bool(train)
@@ -140,6 +152,9 @@ class VideoDataset(Dataset):
         # Epoch number in shared memory, so that persistent DataLoader workers see `set_epoch` too.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._pid, self._seen_epoch, self._draws = -1, -1, 0
+        # Evaluation never skips: a score over silently replaced videos would not be the dataset's score.
+        self.skip_bad = bad_clips == "skip" and self.train
+        self._bad = BadVideoFlags(n) if self.skip_bad else None
         log.info("%s split=%s: %d videos, %d classes, %s", self.labels_csv, split, len(self.samples),
                  len(self.classes), "train" if self.train else f"eval x{self.clips_per_video}")
 
@@ -181,11 +196,6 @@ class VideoDataset(Dataset):
             counts[:] = index_counts
             counts[np.isin(self._label_codes, stale_codes)] = 0
             todo = np.flatnonzero(counts == 0)
-            if len(todo):
-                log.warning("%s: %d of %d videos are not in the index or in class folders changed since it was "
-                            "written (%s); reading their n_frames files (update it: python -m tools.index %s)",
-                            self.labels_csv, len(todo), n, ", ".join(sorted(stale)[:_MAX_LISTED]) or "none stale",
-                            self.root)
         missing: list[str] = []
         for i in todo.tolist():
             video_dir = self._video_dir(i)
@@ -199,7 +209,15 @@ class VideoDataset(Dataset):
         if missing:
             listed = ", ".join(missing[:_MAX_LISTED]) + (", ..." if len(missing) > _MAX_LISTED else "")
             raise FrameStoreError(f"{self.labels_csv}: {len(missing)} of {n} videos of split "
-                                  f"{self.split!r} are not in {self.root / 'jpg'}: {listed}")
+                                  f"{self.split!r} are not in {self.root / 'jpg'}: {listed}; convert them, or "
+                                  f"write the labels again without them: python -m tools.make_labels DATASET ... "
+                                  f"{self.root} --drop-missing")
+        if index_counts is not None and len(todo):
+            # Only now: for videos that are missing altogether, updating the index is not the advice that applies.
+            log.warning("%s: %d of %d videos are not in the index or in class folders changed since it was "
+                        "written (%s); reading their n_frames files (update it: python -m tools.index %s)",
+                        self.labels_csv, len(todo), n, ", ".join(sorted(stale)[:_MAX_LISTED]) or "none stale",
+                        self.root)
         return counts
 
     def set_shape(self, clip_length: int, frame_interval: int | Sequence[int], crop_size: int,
@@ -275,6 +293,26 @@ class VideoDataset(Dataset):
         crop_size = None if cycle is None else self.crop_size_for(int(cycle))
         rng = self._item_rng(index)
         video, indices = self.frame_indices(index, rng)
+        tried: list[int] = []
+        while True:
+            try:
+                frames = self._read(video, indices, crop_size)
+                break
+            except FrameStoreError as e:
+                if not self.skip_bad:
+                    raise FrameStoreError(with_repair(str(e), self.root)) from e
+                self._bad.mark(video, int(self._epoch))
+                tried.append(video)
+                video = self._replacement(tried, rng, e)
+                indices = RandomClipSampler(self.clip_length, self.frame_interval)(self.n_frames[video], rng)
+        if crop_size is None:
+            clip = self.transform(frames, rng)
+        else:
+            clip = self.transform(frames, rng, crop_size=crop_size)
+        return clip, int(self.labels.array[video]), video
+
+    def _read(self, video: int, indices: np.ndarray, crop_size: int | None) -> np.ndarray:
+        """The frames at `indices` of video `video`, decoded at the reduced scale the crop allows."""
         video_dir = self._video_dir(video)
         try:
             reader = get_reader(video_dir)
@@ -283,13 +321,30 @@ class VideoDataset(Dataset):
                 raise FrameStoreError(f"{video_dir}: video of {self.labels_csv} was removed after the dataset "
                                       f"was opened") from e
             raise
-        reduce = self._reduce(reader, crop_size)
-        frames = reader.read(indices, reduce=reduce)
-        if crop_size is None:
-            clip = self.transform(frames, rng)
-        else:
-            clip = self.transform(frames, rng, crop_size=crop_size)
-        return clip, int(self.labels.array[video]), video
+        return reader.read(indices, reduce=self._reduce(reader, crop_size))
+
+    def _replacement(self, tried: list[int], rng: np.random.Generator, error: FrameStoreError) -> int:
+        """Another video for an item whose videos in `tried` could not be read, drawn from the item's generator.
+
+        Drawn from the item's own generator, the replacement is the same in every run and after a resume.
+        """
+        n = len(self.samples)
+        if len(tried) >= min(n, _MAX_REPLACEMENTS):
+            raise FrameStoreError(with_repair(f"{len(tried)} videos in a row could not be read, the last: {error}",
+                                              self.root)) from error
+        while True:
+            video = int(rng.integers(n))
+            if video not in tried:
+                return video
+
+    def bad_videos(self, epoch: int) -> list[int]:
+        """Videos whose clips could not be read in `epoch` (any process), replaced by others (``bad_clips="skip"``)."""
+        return [] if self._bad is None else self._bad.in_epoch(epoch)
+
+    @property
+    def bad_video_flags(self) -> BadVideoFlags | None:
+        """The shared record of skipped videos (None unless ``bad_clips="skip"`` on a training set)."""
+        return self._bad
 
     def _reduce(self, reader, crop_size: int | None) -> int:
         """Largest JPEG reduce factor that still gives the transform the short side it needs."""

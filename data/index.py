@@ -15,6 +15,7 @@ and copy it into numpy arrays at once (`load_index`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -84,7 +85,13 @@ def root_lock(root: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive write lock of a dataset root (blocks until free; released on exit or process death)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise OSError(f"{root}: read-only ({e.strerror}): the index and label caches are written there; "
+                          "index a writable copy") from None
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -122,6 +122,10 @@ def check_video(video_dir: str | os.PathLike, decode: bool = False) -> VideoChec
         bad_frames: list[str] = []
         indices: list[int] = []
         for index, blob, crc in _rows(conn, legacy, checksummed):
+            if not isinstance(index, int):
+                problems.append(f"the frames table holds {type(index).__name__} frame numbers, not integers (not "
+                                "written by tools.convert)")
+                return VideoCheck(video_dir, tuple(problems), notes=tuple(notes))
             indices.append(index)
             problem = _frame_problem(index, blob, crc, checksummed, decode)
             if problem:

@@ -16,7 +16,7 @@ import csv
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,7 +165,7 @@ def _read_label_rows(path: Path) -> list[Sample]:
                 if "youtube_id" in header else ""
             raise LabelError(f"{path}:1: header {header} lacks column(s) {missing}; expected {','.join(COLUMNS)}{hint}")
         reader.fieldnames = header
-        for row in _rows(reader, path):
+        for row in csv_rows(reader, path):
             where = f"{path}:{reader.line_num}"
             if None in row or any(row.get(c) is None for c in ("label", "video_id", "split")):
                 raise LabelError(f"{where}: expected {len(header)} fields")
@@ -182,16 +182,20 @@ def _read_label_rows(path: Path) -> list[Sample]:
     return samples
 
 
-def _rows(reader: csv.DictReader, path: Path):
-    """The reader's rows; a CSV syntax error (e.g. a field over the csv module's 128 KB limit) names file:line."""
+def csv_rows(reader: Iterator, path: Path, counted: bool = False) -> Iterator:
+    """The reader's rows; a CSV syntax error (e.g. a field over the csv module's 128 KB limit) names file:line.
+
+    `counted`: the reader's ``line_num`` already counts the failing line when the error comes (a reader over
+    an in-memory string; over a file it counts the lines finished before it).
+    """
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            # line_num counts the lines finished before the failing one
-            raise LabelError(f"{path}:{reader.line_num + 1}: not a valid label CSV row ({e})") from None
+            line = reader.line_num if counted else reader.line_num + 1
+            raise LabelError(f"{path}:{line}: not a valid label CSV row ({e})") from None
         yield row
 
 

@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from data.atomic import atomic_write_text, replace_durably
+from data.bad_clips import with_repair
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ CHECKSUM = "crc32"
 
 class FrameStoreError(ValueError):
     """A frame store that is missing, not a database, incomplete or corrupt (the message names the file)."""
+
+
+def _with_repair(message: str, db: Path) -> str:
+    """`message` with the repair command of the dataset `db` belongs to (``ROOT/jpg/<class>/<video>/frames.db``)."""
+    if db.parent.parent.parent.name != "jpg":
+        return f"{message}; convert the video again"
+    return with_repair(message, db.parents[3])
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -266,6 +274,9 @@ class VideoReader:
             lo, hi = self._conn.execute("SELECT min(idx), max(idx) FROM frames").fetchone()
         except sqlite3.DatabaseError as e:
             raise FrameStoreError(f"{self.path}: unreadable frames table ({e})") from e
+        if not all(v is None or isinstance(v, int) for v in (lo, hi)):
+            raise FrameStoreError(f"{self.path}: frames table holds {type(hi).__name__} frame numbers, not integers "
+                                  "(not written by tools.convert)")
         rows_span = 0 if hi is None else hi + 1
         if lo is not None and lo < 0:
             raise FrameStoreError(f"{self.path}: negative frame index {lo}")
@@ -405,8 +416,8 @@ class VideoReader:
         """(idx, blob) rows whose blob matches its stored checksum; FrameStoreError naming the first that does not."""
         for index, blob, crc in rows:
             if isinstance(blob, bytes) and frame_checksum(blob) != crc:
-                raise FrameStoreError(f"{self.path}: frame {index} fails its checksum (the stored JPEG bytes were "
-                                      "changed after conversion; re-convert the video)")
+                raise FrameStoreError(_with_repair(f"{self.path}: frame {index} fails its checksum (the stored JPEG "
+                                                   "bytes were changed after conversion)", self.path))
         return [(index, blob) for index, blob, _ in rows]
 
     def _decode(self, blob: bytes | None, index: int, reduce: int) -> np.ndarray:

@@ -95,7 +95,7 @@ class MiCTResNet(VideoClassifier):
             for s in TEMPORAL_STRIDES["v2"]:
                 v2 *= s
             return f"; MiCT {self.version} has a total temporal stride of {self.min_frames}: use longer clips " \
-                   f"or version='v2' (at least {v2} frames)"
+                   f"or version v2 (at least {v2} frames; --model-arg version=v2)"
         return f"; MiCT {self.version} has a total temporal stride of {self.min_frames}"
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -20,7 +21,8 @@ from torch import Tensor, nn
 
 from . import reference_keys
 
-__all__ = ["CheckpointError", "LoadReport", "load_weights", "inflate_2d_resnet", "read_state_dict", "read_checkpoint"]
+__all__ = ["CheckpointError", "LoadReport", "load_weights", "inflate_2d_resnet", "read_state_dict", "read_checkpoint",
+           "load_error_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +75,16 @@ def _strip_prefixes(key: str) -> str:
     return key
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _describe(src: StateSource) -> str:
     return os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<state_dict>"
 
 
-def _load_error_reason(e: Exception) -> str:
-    """One readable line out of torch.load's multi-paragraph errors."""
-    msg = str(e)
+def load_error_reason(e: Exception) -> str:
+    """One readable line out of torch.load's multi-paragraph errors (whole sentences, no terminal codes)."""
+    msg = _ANSI.sub("", str(e))
     if "WeightsUnpickler error:" in msg:
         detail = " ".join(msg.split("WeightsUnpickler error:", 1)[1].split())
         detail = detail.split(" Please use")[0].split(" Check the documentation")[0].rstrip(".")
@@ -120,7 +125,7 @@ def _read_object(src: StateSource) -> Any:
     try:
         return torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load raises many types for bad files (pickle, zip, EOF, Runtime)
-        raise CheckpointError(f"cannot read checkpoint {name}: {_load_error_reason(e)}") from e
+        raise CheckpointError(f"cannot read checkpoint {name}: {load_error_reason(e)}") from e
 
 
 def _state_of(obj: Any, name: str) -> dict[str, Tensor]:

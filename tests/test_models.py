@@ -146,7 +146,7 @@ def test_mict_min_frames_and_strides():
     v1 = build_model("mict_resnet18", 5, width_mult=TINY).eval()
     v2 = build_model("mict_resnet18", 5, width_mult=TINY, version="v2").eval()
     assert (v1.min_frames, v2.min_frames) == (16, 4)
-    with pytest.raises(ValueError, match=r"at least 16 frames, got 8.*version='v2'"):
+    with pytest.raises(ValueError, match=r"at least 16 frames, got 8.*--model-arg version=v2"):
         v1(torch.randn(1, 3, 8, 32, 32))
     with pytest.raises(ValueError, match="at least 4 frames, got 3"):
         v2(torch.randn(1, 3, 3, 32, 32))

@@ -67,7 +67,7 @@ from tools.ingest.shards import (
     write_shard_report,
 )
 from tools.ingest.video_folder import VIDEO_EXTENSIONS, scan_folder
-from train.console import die, setup_logging
+from train.console import DefaultsHelpFormatter, die, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _count_results(results: Iterator[Result], bar: tqdm, counts: dict[str, int],
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools.convert", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     p.add_argument("videos", type=Path, nargs="?", help="folder of <class>/<video file> (not with --labels)")
     p.add_argument("root", type=Path, help="dataset root to write (jpg/, labels/all.csv, classes.txt)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (1: in-process)")
@@ -150,8 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(log_file=args.log_file)
     if (args.labels is None) == (args.videos is None) or (args.labels is None) != (args.source_root is None):
         die("give VIDEOS ROOT, or --labels LABELS.csv --source-root SRC ROOT")
+    if args.labels is None and args.videos.exists() and not args.videos.is_dir():
+        die(f"{args.videos}: is a file, not a folder (VIDEOS is a folder of <class>/<video file>)")
     if args.labels is None and not args.videos.is_dir():
         die(f"{args.videos}: no such folder (expected <class>/<video file>)")
+    if args.workers < 1:
+        die(f"--workers must be >= 1 (1: in this process), got {args.workers}")
     if args.short_side is not None and not MIN_SHORT_SIDE <= args.short_side <= MAX_SHORT_SIDE:
         die(f"--short-side must be in {MIN_SHORT_SIDE}..{MAX_SHORT_SIDE} pixels, got {args.short_side}")
     if not 1 <= args.quality <= 100:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from data.atomic import atomic_write, atomic_write_text, save_figure_png
+from data.bad_clips import worker_error_text
 from data.labels import read_classes
 from data.views import CROP_CHOICES
 from train.console import die, setup_logging
@@ -47,6 +48,7 @@ from train.inference import (
 from train.metrics import EvalResult
 from train.multiview import view_transform
 from train.precision import PRECISIONS, Precision
+from train.size_checks import check_dataset_preprocess_fits
 from train.trainer import evaluate
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str | os.PathLik
     ds = VideoDataset(dataset, labels, split=split, clip_length=int(pre["clip_length"]),
                       frame_interval=pre["frame_interval"], transform=transform, clips_per_video=clips_per_video,
                       classes=classes, train=False)
+    if crop_size is not None:
+        check_dataset_preprocess_fits(ds, pre)
     loader = build_loader(ds, batch_size, train=False, workers=workers)
     log.info("evaluating %s (%s) on %s split %r: %d videos x %d clips x %d crops", checkpoint, loaded.network,
              dataset, split, len(ds.samples), clips_per_video, crops)
@@ -208,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths = write_outputs(result, classes, out_dir, args.split, args.checkpoint, args.clips_per_video,
                               args.crops)
     except (ValueError, OSError) as e:  # CheckpointError and FrameStoreError are ValueErrors
-        die(str(e))
+        die(worker_error_text(e))
     print(format_report(result, classes, args.clips_per_video, args.crops))
     print(f"wrote {paths['json']}, {paths['csv']} and {paths['png']}")
     return 0

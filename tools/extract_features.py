@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from data.atomic import atomic_write
+from data.bad_clips import worker_error_text
 from data.dataset import VideoDataset
 from data.labels import read_classes
 from data.loader import build_loader
@@ -51,6 +52,7 @@ from train.inference import (
     override_preprocess,
 )
 from train.multiview import forward_views, view_transform
+from train.size_checks import check_dataset_preprocess_fits
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +60,20 @@ log = logging.getLogger(__name__)
 @torch.inference_mode()
 def extract_features(loaded: LoadedModel, dataset_root: str | os.PathLike, split: str | None = "val",
                      labels_csv: str | None = None, clips_per_video: int = 1, batch_size: int = 8,
-                     workers: int = 0, progress: bool = True, crops: int = 1) -> dict[str, np.ndarray]:
+                     workers: int = 0, progress: bool = True, crops: int = 1,
+                     limit_upscale: bool = False) -> dict[str, np.ndarray]:
     """Features of every video (and clip) of `split`; returns the arrays written by `save_features`.
 
-    With `crops` 3 a clip's feature is the mean over its three full-height crops (`data.views`).
+    With `crops` 3 a clip's feature is the mean over its three full-height crops (`data.views`). `limit_upscale`
+    refuses a preprocessing that upscales the stored frames more than the trainer allows (a ``--crop-size``).
     """
     pre = loaded.preprocess
     transform = view_transform(pre, crops) if crops > 1 else build_val_transform(pre)
     ds = VideoDataset(dataset_root, labels_csv=labels_csv, split=split, clip_length=int(pre["clip_length"]),
                       frame_interval=pre["frame_interval"], transform=transform, clips_per_video=clips_per_video,
                       train=False)
+    if limit_upscale:
+        check_dataset_preprocess_fits(ds, pre)
     loader = build_loader(ds, batch_size=batch_size, train=False, workers=workers)
     model, device = loaded.model, loaded.device
     n_videos, k = len(ds.samples), clips_per_video
@@ -158,9 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         arrays = extract_features(loaded, args.dataset, split=split, labels_csv=args.labels,
                                   clips_per_video=args.clips_per_video, batch_size=args.batch_size,
-                                  workers=args.workers, crops=args.crops)
+                                  workers=args.workers, crops=args.crops, limit_upscale=args.crop_size is not None)
     except (ValueError, OSError) as e:  # missing root / labels / videos, corrupt databases
-        die(str(e))
+        die(worker_error_text(e))
     info = {"network": loaded.network, "checkpoint": os.path.abspath(args.checkpoint), "split": args.split,
             "preprocess": json.dumps(loaded.preprocess)}
     out = save_features(args.out, arrays, args.per_clip, info)

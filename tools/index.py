@@ -16,7 +16,6 @@ from pathlib import Path
 
 from data.index import index_path, refresh_index
 from data.label_table import warm_label_caches
-from data.store import FrameStoreError
 from train.console import die, setup_logging
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         stats = refresh_index(args.root, rebuild=args.rebuild, progress=True)
         warm_label_caches(args.root)
-    except (FrameStoreError, OSError) as e:
+    except (ValueError, OSError) as e:  # FrameStoreError, LabelError (a label file warm_label_caches reads)
         die(str(e))
     print(f"{index_path(args.root)}: {stats.total} videos ({stats.kept} unchanged, {stats.read} read, "
           f"{stats.removed} removed, {stats.incomplete} incomplete folders skipped)")

@@ -54,6 +54,7 @@ from train.inference import (
     override_preprocess,
 )
 from train.multiview import forward_views, view_transform
+from train.size_checks import check_preprocess_fits
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ class Predictor:
         self.transform = view_transform(pre, self.crops)  # crops > 1: every clip is seen as `crops` views
         self.batch_size = max(1, int(batch_size))
         self._rng = np.random.default_rng(0)  # the val transform is deterministic; the API wants a generator
+        # Set for a --crop-size given by the user: frames upscaled beyond the trainer's limit are refused.
+        self.limit_upscale = False
 
     @classmethod
     def from_checkpoint(cls, checkpoint_path: str | os.PathLike, device: str | None = "cpu",
@@ -188,6 +191,8 @@ class Predictor:
 
         Returns the result dict described in `predict_videos`, without the PNG path.
         """
+        if self.limit_upscale and getattr(source, "frame_size", None):
+            check_preprocess_fits(self.loaded.preprocess, source.frame_size, source.path)
         n, t, iv = source.n_frames, self.clip_length, self.interval_for(source)
         warnings: list[str] = []
         span = clip_span(t, iv)
@@ -277,7 +282,8 @@ def predict_videos(checkpoint_path: str | os.PathLike, videos: Sequence[str | os
                 thumbs = result.pop("_thumbs")
                 result["timeline_png"] = save_timeline_png(result, thumbs, timeline_png_path(video, out))
         except (VideoSourceError, ValueError, OSError) as e:
-            log.error("%s", e)
+            # Reported once, by the caller (the table's FAILED line, or the log next to --json output).
+            log.debug("%s", e)
             result = {"video": video, "ok": False, "error": str(e)}
         results.append(result)
     return results
@@ -369,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.warning("--classes %s not used: %s carries its own class names", args.classes, model_file)
             predictor = Predictor(override_preprocess(loaded, **overrides), batch_size=args.batch_size,
                                   crops=args.crops, frames=args.frames)
+            predictor.limit_upscale = args.crop_size is not None
     except ValueError as e:  # CheckpointError, a bad --classes file, or a --device that is not there
         die(str(e))
     log.info("%s: %s, %d classes, clips of %d frames every %d, crop %s", model_file, predictor.loaded.network,
@@ -384,9 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
     else:
         print("\n".join(format_result(r) for r in results), end="")
-    failed = [r["video"] for r in results if not r["ok"]]
+    failed = [r for r in results if not r["ok"]]
     if failed:
-        log.error("%d of %d video(s) failed: %s", len(failed), len(results), ", ".join(failed))
+        if args.json:  # stdout holds the JSON: the reasons go to the log, once each
+            for r in failed:
+                log.error("%s", r["error"])
+        log.error("%d of %d video(s) failed%s", len(failed), len(results), "" if args.json else " (above)")
         return 1
     return 0
 

@@ -180,16 +180,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s: %s", path, problem)
     if len(rows) > 20:
         log.error("... %d more problem(s) in %s", len(rows) - 20, report_path)
+    unverified = sum(not c.checksummed for c in checks)
+    frames = sum(c.frames for c in checks)
+    # The result first: a root that cannot take the report (read-only) still gets it.
+    log.info("verified %d videos (%d frames) in %.1f s: %d sound, %d with problems%s", len(checks),
+             frames, time.perf_counter() - start, sum(c.ok for c in checks), sum(not c.ok for c in checks),
+             f"; {unverified} without checksums (frames checked for JPEG markers only)" if unverified else "")
     try:
         write_report(report_path, rows)
     except OSError as e:
-        die(f"{report_path}: cannot write the report ({e.strerror or e})", code=1)
-    unverified = sum(not c.checksummed for c in checks)
-    frames = sum(c.frames for c in checks)
-    log.info("verified %d videos (%d frames) in %.1f s: %d sound, %d with problems%s; report %s", len(checks),
-             frames, time.perf_counter() - start, sum(c.ok for c in checks), sum(not c.ok for c in checks),
-             f"; {unverified} without checksums (frames checked for JPEG markers only)" if unverified else "",
-             report_path)
+        die(f"{report_path}: cannot write the report ({e.strerror or e}); write it elsewhere with --report PATH",
+            code=1)
+    log.info("report %s", report_path)
     return 1 if rows else 0
 
 

@@ -9,7 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from train.bad_clips import add_bad_clip_arguments
 from train.distributed import parse_gpus
+from train.friendly_parser import FriendlyParser, program_name
+from train.srtg_compat import resume_from_pretrained
 from train.precision import PRECISIONS
 
 __all__ = ["build_parser", "parse_args", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
@@ -57,6 +60,16 @@ def model_arg(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _flag_value(text: str) -> bool:
+    """A boolean option's optional value, as the SRTG code spells it (``--fine-tune True``)."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
 def _network_names() -> list[str]:
     import network
 
@@ -67,7 +80,7 @@ def build_parser(defaults: dict[str, Any] | None = None,
                  extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
                  prog: str | None = None) -> argparse.ArgumentParser:
     """The trainer's parser (SRTG-compatible names), with script `defaults` and `extra_args` applied."""
-    p = argparse.ArgumentParser(prog=prog, description="Train a video action-recognition model.",
+    p = FriendlyParser(prog=prog or program_name(), description="Train a video action-recognition model.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--dataset", type=Path, default=None, help="dataset root (jpg/, labels/, classes.txt)")
@@ -89,6 +102,7 @@ def build_parser(defaults: dict[str, Any] | None = None,
     d.add_argument("--srtg-augment", action="store_true", help="add the SRTG augmentation set (blur, hue, ...)")
     d.add_argument("--workers", type=non_negative_int, default=min(4, os.cpu_count() or 1),
                    help="DataLoader worker processes (0: load in the main process)")
+    add_bad_clip_arguments(d)
 
     m = p.add_argument_group("model")
     m.add_argument("--network", default="mict_resnet18", choices=_network_names(), metavar="NAME",
@@ -97,12 +111,13 @@ def build_parser(defaults: dict[str, Any] | None = None,
     m.add_argument("--width-mult", type=positive_float, default=None, help="channel width multiplier")
     m.add_argument("--model-arg", type=model_arg, action="append", default=[], metavar="KEY=VALUE",
                    help="extra model keyword argument, e.g. version=v2 (repeatable)")
-    m.add_argument("--pretrained-3d", type=Path, default=None,
+    m.add_argument("--pretrained-3d", "--pretrained_3d", type=Path, default=None,
                    help="initialise from a checkpoint/state_dict by name and shape (skipped tensors are logged)")
     m.add_argument("--pretrained-2d", type=Path, default=None,
                    help="initialise by inflating a torchvision 2D ResNet state_dict file")
-    m.add_argument("--fine-tune", action="store_true",
-                   help="train the backbone at --fine-tune-lr-mult x the lr, the classifier at the full lr")
+    m.add_argument("--fine-tune", type=_flag_value, nargs="?", const=True, default=False, metavar="True|False",
+                   help="train the backbone at --fine-tune-lr-mult x the lr, the classifier at the full lr (the "
+                        "SRTG code's '--fine-tune True' works too)")
     m.add_argument("--fine-tune-lr-mult", type=positive_float, default=0.1, help="backbone lr multiplier")
 
     o = p.add_argument_group("optimisation")
@@ -265,4 +280,5 @@ def parse_args(argv: Sequence[str] | None = None, defaults: dict[str, Any] | Non
         args.model_dir = Path("runs") / (args.dataset.resolve().name or "dataset") / args.network
     if args.log_file is None:
         args.log_file = args.model_dir / "train.log"
+    resume_from_pretrained(args)
     return args

@@ -25,6 +25,7 @@ from data.transforms import MEAN, STD, NormalizeBatch, default_resize_short
 from network.sub_batchnorm import convert_sub_batchnorm
 from train.arguments import DEBUG_BATCHES, PRECISE_BN_BATCHES
 from train.auto_resume import find_resume_checkpoint
+from train.bad_clips import bad_clip_callbacks
 from train.callbacks import Callback, CallbackList, Checkpointer, CSVHistory, MetricPrinter, PlotCurves, SpeedMonitor
 from train.checkpoint import CheckpointError, check_same_model, checkpoint_path, list_checkpoints, load_checkpoint
 from train.determinism import check_deterministic, enable_deterministic, replace_global_pooling
@@ -130,7 +131,7 @@ def _args_for_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
 
 def _train_dataset(args: argparse.Namespace, resize_short: int, classes: list[str] | None = None) -> VideoDataset:
     return VideoDataset(args.dataset, args.labels, split=args.train_split, clip_length=args.clip_length,
-                        frame_interval=list(args.train_frame_interval), classes=classes,
+                        frame_interval=list(args.train_frame_interval), classes=classes, bad_clips=args.bad_clips,
                         transform=train_transform(args.clip_size, resize_short, flip=args.flip,
                                                   color_jitter=args.color_jitter, srtg_augment=args.srtg_augment,
                                                   normalize=False))
@@ -428,7 +429,7 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
                                                         else None)
     ddp_model = compile_model(ddp_model, args)
     callbacks, checkpointer, history = build_callbacks(args, checkpoint_meta(args, data), model, resume, dist_info,
-                                                       extra_callbacks)
+                                                       [*bad_clip_callbacks(args, data.train), *extra_callbacks])
     trainer = Trainer(ddp_model, optimizer, train_loaders, scheduler=scheduler, end_epoch=end_epoch,
                       val_loader=val_loader, num_val_videos=len(data.val.samples) if data.val is not None else 0,
                       num_classes=len(data.classes), precision=precision, dist_info=dist_info, callbacks=callbacks,

@@ -125,6 +125,20 @@ def use_colour() -> bool:
     return sys.stderr.isatty() and "NO_COLOR" not in os.environ
 
 
+# Share of the step time spent waiting for data: below the first, green; below the second, yellow; else red.
+DATA_WAIT_THRESHOLDS = (0.10, 0.30)
+
+
+def colour_data_wait(share: float, colour: bool = True) -> str:
+    """`share` as a percentage, coloured by `DATA_WAIT_THRESHOLDS` (red: the loader is the bottleneck)."""
+    text = f"{100 * share:.0f}%"
+    if not colour:
+        return text
+    low, high = DATA_WAIT_THRESHOLDS
+    code = _GREEN if share < low else _YELLOW if share < high else _RED
+    return f"{code}{text}{_RESET}"
+
+
 def colour_speed(value: float, kind: str, colour: bool = True) -> str:
     """`value` in `%.2e`, red below the first threshold of `kind`, yellow below the second, else green."""
     text = f"{value:.2e}" if math.isfinite(value) else "n/a"
@@ -151,6 +165,9 @@ class SpeedMonitor(Callback):
     waiting for data: near 1 the loader is the bottleneck, near 0 the model), `speed_text` (`Speed (r=.. f=..
     b=..) clips/s, data 12%`), `eta_epoch` and `eta_run` (seconds). With `verbose=True` it also logs the line itself every
     `log_interval` batches (otherwise MetricPrinter prints it with the metrics).
+
+    Colours: the data-wait share on every device (`DATA_WAIT_THRESHOLDS`); the clips/s figures only on a GPU, where
+    SRTG's thresholds (`SPEED_THRESHOLDS`, set for 2080 Ti GPUs) mean something; on a CPU they would always be red.
     """
 
     def __init__(self, window: int = 20, log_interval: int = 10, verbose: bool = False,
@@ -164,8 +181,10 @@ class SpeedMonitor(Callback):
         self.backward = WindowAverage(window)
         self.batch_time = WindowAverage(window)
         self.val_seconds = float("nan")
+        self.gpu = False
 
     def on_epoch_begin(self, trainer, epoch, logs):
+        self.gpu = getattr(getattr(trainer, "device", None), "type", "cpu") == "cuda"
         # A new epoch may bring a new batch shape (multigrid): old timings would mislead.
         for w in (self.read, self.forward, self.backward, self.batch_time):
             w.reset()
@@ -196,11 +215,13 @@ class SpeedMonitor(Callback):
 
     def format(self, speed: dict[str, float], data_fraction: float = float("nan")) -> str:
         """`Speed (r=.. f=.. b=..) clips/s` and, when known, `, data NN%` (share of step time waiting for data)."""
-        r = colour_speed(speed["read"], "read", self.colour)
-        f = colour_speed(speed["forward"], "forward", self.colour)
-        b = colour_speed(speed["backward"], "backward", self.colour)
+        figures = self.colour and self.gpu
+        r = colour_speed(speed["read"], "read", figures)
+        f = colour_speed(speed["forward"], "forward", figures)
+        b = colour_speed(speed["backward"], "backward", figures)
         text = f"Speed (r={r} f={f} b={b}) clips/s"
-        return text + (f", data {100 * data_fraction:.0f}%" if math.isfinite(data_fraction) else "")
+        return text + (f", data {colour_data_wait(data_fraction, self.colour)}" if math.isfinite(data_fraction)
+                       else "")
 
 
 # ---------------------------------------------------------------------------------------------- metrics

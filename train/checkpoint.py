@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from data.atomic import atomic_write
-from network.weights import CheckpointError
+from network.weights import CheckpointError, load_error_reason
 
 __all__ = [
     "CheckpointError", "FORMAT", "best_checkpoint_path", "build_model_from_checkpoint", "capture_rng_state",
@@ -202,8 +202,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated/garbage files
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({reason[:160]})") from None
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({load_error_reason(e)})") from None
     return validate_checkpoint(ckpt, path)
 
 

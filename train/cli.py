@@ -31,7 +31,10 @@ from typing import Any, NoReturn
 
 import torch
 
+from data.bad_clips import worker_error_text
+from data.loader import shutdown_workers
 from train.arguments import build_parser, parse_args
+from train.bad_clips import TooManyBadVideos
 from train.builders import RunComplete, Setup, prepare, resume_path
 from train.checkpoint import CheckpointWriteError, best_checkpoint_path, load_checkpoint
 from train.console import die, setup_logging
@@ -245,7 +248,7 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
         if dist_info is None or dist_info.is_main:
             print(str(e), file=sys.stderr, flush=True)
         return 0
-    except (NonFiniteLossError, CheckpointWriteError) as e:
+    except (NonFiniteLossError, CheckpointWriteError, TooManyBadVideos) as e:
         _fail_run(str(e), 1, dist_info, model_dir)
     except TrainingInterrupted as e:
         where = f"saved {e.checkpoint}" if e.checkpoint else "checkpoint written by rank 0"
@@ -259,11 +262,15 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
             "newest checkpoint", code=130)
     except (ValueError, OSError) as e:
         if setup is None:
-            _fail_start(str(e))
-        _fail_run(str(e), 2, dist_info, model_dir)
+            _fail_start(worker_error_text(e))
+        _fail_run(worker_error_text(e), 2, dist_info, model_dir)
     finally:
         # The model (DDP) and loaders hold the process group: release them before the group goes away.
         setup = None
+        if not finished:
+            # A run stopped mid-epoch leaves its loader iterating; the exception's traceback keeps it alive, so stop
+            # its workers now rather than leave them to whoever holds the traceback (an in-process caller).
+            shutdown_workers()
         if dist_info is not None:
             shutdown(synchronize=finished)
     return 0

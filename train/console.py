@@ -8,15 +8,31 @@ from typing import NoReturn
 
 import coloredlogs
 
-__all__ = ["add_process_options", "die", "setup_logging", "start_process"]
+__all__ = ["DefaultsHelpFormatter", "add_process_options", "die", "setup_logging", "start_process"]
 
 _FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+# coloredlogs' default draws level names in bold black, invisible on a dark terminal: bold in the terminal's colour.
+_FIELD_STYLES = {**coloredlogs.DEFAULT_FIELD_STYLES, "levelname": {"bold": True}}
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` with each option's default once: not for flags (``--no-x ... (default: True)`` reads as the
+    opposite), not when it is None, not when the help text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default is None or isinstance(action.default, bool) or "default" in text
+                or action.default is argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def setup_logging(level: str | int = "INFO", log_file: str | None = None) -> None:
     """Coloured logs on the terminal and, if given, plain-text logs appended to `log_file`."""
     root = logging.getLogger()
-    coloredlogs.install(level=level, fmt=_FMT, datefmt="%H:%M:%S", logger=root)
+    coloredlogs.install(level=level, fmt=_FMT, datefmt="%H:%M:%S", logger=root, field_styles=_FIELD_STYLES)
     if log_file:
         handler = _LogFileHandler(log_file)
         handler.setFormatter(logging.Formatter(_FMT))

@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 from data.loader import build_loader
 from data.short_cycle import ShortCycleBatchSampler
+from train.epoch_notes import note_epoch_coverage
 from train.multigrid import LONG_CYCLE_FACTORS, MultigridSchedule, Shape
 
 __all__ = ["EpochInfo", "FixedLoader", "MultigridLoaders"]
@@ -72,6 +73,7 @@ class FixedLoader:
     def __call__(self, epoch: int) -> tuple[Any, EpochInfo]:
         if self.loader is None:
             self.loader = self.build()
+            note_epoch_coverage(self.dataset, self.loader)
         sampler = getattr(self.loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)

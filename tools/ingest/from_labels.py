@@ -103,7 +103,15 @@ def index_sources(source_root: Path) -> dict[str, list[Path]]:
     if not source_root.is_dir():
         raise LabelError(f"{source_root}: source folder not found")
     index: dict[str, list[Path]] = {}
+    # Links are followed (sources are often linked in), but each real folder is read once: a link back up the
+    # tree (loop -> ..) would otherwise list every video again at every depth, as several files of one name.
+    seen: set[tuple[int, int]] = set()
     for folder, dirs, files in os.walk(source_root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             p = Path(folder) / name
