@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from data.dataset import VideoDataset
-from data.loader import build_loader, shutdown_workers
 from data.integrity import check_video
+from data.loader import build_loader, shutdown_workers
 from data.store import FrameStoreError, open_video
 from tests.test_dataset import RAW, frame_indices_of, make_root
 from tests.train_util import make_store, tiny_train_argv

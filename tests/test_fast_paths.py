@@ -221,7 +221,7 @@ def test_foreach_ema_equals_the_per_tensor_update_and_flattens_rnns():
         ema = ModelEMA(model, decay=0.9)
     assert flatten.call_count == 1 and flatten.call_args[0][0] is ema.module.gru
     reference = {k: v.clone() for k, v in ema.module.state_dict().items()}
-    for step in range(3):
+    for _ in range(3):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))

@@ -124,11 +124,10 @@ def test_a_missing_label_file_names_the_label_files_the_root_has(tmp_path):
 
 def test_labels_naming_missing_videos_point_to_drop_missing_without_index_advice(tmp_path, caplog):
     from data.dataset import VideoDataset
+    from data.index import refresh_index
     from data.labels import Sample, write_labels
     from data.store import FrameStoreError
     from tests.test_dataset import make_root
-
-    from data.index import refresh_index
 
     root = make_root(tmp_path, [("walk", "w1", 10, "train")])
     refresh_index(root)

@@ -133,7 +133,7 @@ def worker_steps(args: argparse.Namespace, profile: Profile) -> None:
                 y = torch.randint(0, 10, (profile.step_batch,), device=device)
                 info = EpochInfo(1, profile.step_batch, profile.clip_length, profile.clip_size, profile.steps)
                 losses = Losses()
-                trainer = Trainer(model, optimizer, lambda epoch: ([(x, y)] * profile.steps, info),
+                trainer = Trainer(model, optimizer, lambda epoch, x=x, y=y, info=info: ([(x, y)] * profile.steps, info),
                                   scheduler=StepLRSchedule(optimizer, 0.01, [], 0.1, 0.0), end_epoch=1,
                                   precision=Precision(mode, device), dist_info=DistInfo(device=device),
                                   callbacks=losses, max_nonfinite=profile.steps + 1)

@@ -12,8 +12,8 @@ from typing import Any
 from train.bad_clips import add_bad_clip_arguments
 from train.distributed import parse_gpus
 from train.friendly_parser import FriendlyParser, program_name
-from train.srtg_compat import resume_from_pretrained
 from train.precision import PRECISIONS
+from train.srtg_compat import resume_from_pretrained
 
 __all__ = ["build_parser", "parse_args", "positive_int", "non_negative_int", "positive_float", "non_negative_float",
            "model_arg", "DEBUG_BATCHES", "PRECISE_BN_BATCHES", "SYNC_BN_MULTIGRID", "check_sync_bn_multigrid",
