@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .base import VideoClassifier
 from .registry import register_model
-from .resnet2d import BN_KEYS, init_2d, make_stage, stage_widths
+from .resnet2d import BN_KEYS, add_stages, init_2d, stage_widths
 
 __all__ = ["FrameResNet", "StackedFrameResNet", "fr2d_18", "r2d_18"]
 
@@ -35,10 +35,7 @@ class FrameResNet(VideoClassifier):
         self.bn1 = nn.BatchNorm2d(w[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_planes = w[0]
-        for i, (n_blocks, planes) in enumerate(zip(layers, w)):
-            self.add_module(f"layer{i + 1}", make_stage(in_planes, planes, n_blocks, 1 if i == 0 else 2))
-            in_planes = planes
+        add_stages(self, layers, w)
         self._init_head(w[-1], num_classes, dropout)
         init_2d(self)
 
@@ -71,10 +68,7 @@ class StackedFrameResNet(VideoClassifier):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
         )
-        in_planes = w[0]
-        for i, (n_blocks, planes) in enumerate(zip(layers, w)):
-            self.add_module(f"layer{i + 1}", make_stage(in_planes, planes, n_blocks, 1 if i == 0 else 2))
-            in_planes = planes
+        add_stages(self, layers, w)
         self._init_head(w[-1], num_classes, dropout)
         init_2d(self)
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from .base import stage_widths
 
-__all__ = ["BasicBlock2d", "make_stage", "stage_widths", "init_2d", "BN_KEYS"]
+__all__ = ["BasicBlock2d", "make_stage", "add_stages", "stage_widths", "init_2d", "BN_KEYS"]
 
 BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -40,6 +40,14 @@ def make_stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequ
     """One ResNet stage: a (possibly strided) first block, then `blocks - 1` identity blocks."""
     return nn.Sequential(BasicBlock2d(in_planes, planes, stride),
                          *[BasicBlock2d(planes, planes) for _ in range(1, blocks)])
+
+
+def add_stages(module: nn.Module, layers: Sequence[int], widths: Sequence[int]) -> None:
+    """`layer1`..`layerN` of a 2D ResNet on `module`: stride 1 in the first stage, 2 after, from `widths[0]` in."""
+    in_planes = widths[0]
+    for i, (n_blocks, planes) in enumerate(zip(layers, widths)):
+        module.add_module(f"layer{i + 1}", make_stage(in_planes, planes, n_blocks, 1 if i == 0 else 2))
+        in_planes = planes
 
 
 def init_2d(modules: Sequence[nn.Module] | nn.Module) -> None:
