@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.train_util import make_store, tiny_train_argv
+from tests.train_util import make_store, run_rank, tiny_train_argv
 from train.distributed import (
     DistInfo,
     DistributedSetupError,
@@ -65,11 +65,10 @@ def _rank_main(rank: int, world: int, port: int, store: str, out: str) -> None:
     from pathlib import Path
 
     from train import cli
-    from train.distributed import cleanup, init_distributed
 
-    args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--batch-size", "2", "--lr-base", "0.5"))
-    info = init_distributed()
-    try:
+    def step_and_save(info) -> None:
+        args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--batch-size", "2",
+                                              "--lr-base", "0.5"))
         setup = cli.prepare(args, info)
         model = setup.model
         before = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -79,8 +78,8 @@ def _rank_main(rank: int, world: int, port: int, store: str, out: str) -> None:
                     "buffers": {k: v.clone() for k, v in model.named_buffers()},
                     "train": history[-1]["train"], "val": history[-1]["val"], "world": info.world_size},
                    Path(out) / f"rank{rank}.pt")
-    finally:
-        cleanup()
+
+    run_rank(step_and_save)
 
 
 def test_two_gloo_processes_hold_identical_weights_after_a_step(tmp_path):
@@ -116,7 +115,6 @@ def _rank_main_multigrid(rank: int, world: int, port: int, store: str, out: str)
 
     from train import cli
     from train.callbacks import Callback
-    from train.distributed import cleanup, init_distributed
 
     seen = []
 
@@ -124,17 +122,16 @@ def _rank_main_multigrid(rank: int, world: int, port: int, store: str, out: str)
         def on_batch_begin(self, trainer, batch, logs):
             seen.append((logs["epoch"], logs["shape"], logs["cycle"], logs["lr"]))
 
-    args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--long-cycles", "--short-cycles",
-                                          "--end-epoch", "4", "--lr-steps", "2", "--batch-size", "1",
-                                          "--debug-mode"))
-    info = init_distributed()
-    try:
+    def train_and_save(info) -> None:
+        args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--long-cycles", "--short-cycles",
+                                              "--end-epoch", "4", "--lr-steps", "2", "--batch-size", "1",
+                                              "--debug-mode"))
         setup = cli.prepare(args, info, extra_callbacks=[Record()])
         cli.train(setup)
         torch.save({"seen": seen, "params": {k: v.detach().clone() for k, v in setup.model.named_parameters()},
                     "schedule": setup.trainer.loader_for_epoch.state_dict()}, Path(out) / f"rank{rank}.pt")
-    finally:
-        cleanup()
+
+    run_rank(train_and_save)
 
 
 def test_two_gloo_processes_follow_the_same_multigrid_schedule(tmp_path):

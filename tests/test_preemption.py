@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train_util import make_store, tiny_train_argv
+from tests.train_util import make_store, run_rank, tiny_train_argv
 from train.auto_resume import find_resume_checkpoint, list_mid_checkpoints, mid_checkpoint_path, resume_candidates
 from train.checkpoint import checkpoint_path, load_checkpoint
 from train.preemption import EXIT_INTERRUPTED, EXIT_PREEMPTED, PreemptionHandler, parse_signal
@@ -215,7 +215,6 @@ def _rank_signalled(rank: int, world: int, port: int, store: str, out: str) -> N
     torch.set_num_threads(1)
     from train import cli
     from train.callbacks import Callback
-    from train.distributed import cleanup, init_distributed
     from train.preemption import TrainingInterrupted
 
     class SignalRankOne(Callback):
@@ -224,11 +223,10 @@ def _rank_signalled(rank: int, world: int, port: int, store: str, out: str) -> N
                 os.kill(os.getpid(), signal.SIGUSR1)
                 time.sleep(0.1)  # let the handler run before the step's stop check
 
-    args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--batch-size", "2", "--end-epoch", "2",
-                                          "--preempt-signal", "USR1"))
-    info = init_distributed()
-    result: dict = {"rank": rank}
-    try:
+    def train_and_save(info) -> None:
+        args = cli.parse_args(tiny_train_argv(Path(store), Path(out) / "run", "--batch-size", "2",
+                                              "--end-epoch", "2", "--preempt-signal", "USR1"))
+        result: dict = {"rank": rank}
         setup = cli.prepare(args, info, extra_callbacks=[SignalRankOne()])
         try:
             cli.train(setup)
@@ -237,8 +235,8 @@ def _rank_signalled(rank: int, world: int, port: int, store: str, out: str) -> N
                           checkpoint=str(e.checkpoint) if e.checkpoint else None)
         result["params"] = {k: v.detach().clone() for k, v in setup.model.named_parameters()}
         torch.save(result, Path(out) / f"rank{rank}.pt")
-    finally:
-        cleanup()
+
+    run_rank(train_and_save)
 
 
 def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):

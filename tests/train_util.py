@@ -80,3 +80,21 @@ def tiny_train_argv(store: Path, model_dir: Path, *extra: str, network: str = "m
             "--clip-length", "8", "--clip-size", "32",
             "--train-frame-interval", "1", "2", "--val-frame-interval", "1", "--batch-size", "4", "--workers", "0",
             "--lr-base", "0.01", "--end-epoch", "1", "--log-interval", "1", *extra]
+
+
+def run_rank(work) -> None:  # noqa: ANN001 - a callable taking the rank's DistInfo
+    """Run `work(info)` in a spawned rank between `init_distributed` and the product's orderly `shutdown`.
+
+    The work runs in its own frame so that the DDP model and its gloo work objects are gone before the group is
+    destroyed; destroying the group while they live lets a gloo thread free them during interpreter teardown,
+    which aborts the rank ("terminate called without an active exception").
+    """
+    from train.distributed import init_distributed, shutdown
+
+    info = init_distributed()
+    finished = False
+    try:
+        work(info)
+        finished = True
+    finally:
+        shutdown(synchronize=finished)

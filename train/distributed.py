@@ -111,12 +111,6 @@ def init_distributed(gpus: list[int] | None = None, backend: str | None = None,
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
-def cleanup() -> None:
-    """Destroy the default process group, if any (see `shutdown` for the orderly end of a run)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def shutdown(synchronize: bool = True) -> None:
     """End a distributed run in an order that cannot crash the interpreter's exit.
 
