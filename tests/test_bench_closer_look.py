@@ -121,3 +121,56 @@ def test_merged_parts_at_two_rates_keep_each_familys_rate_chosen_on_validation(t
                                                                                  ("r3d_18", 8, 3e-4)]
     table = (tmp_path / "out" / "closer_look.md").read_text()
     assert "| `r3d_18` | R3D | 33.37 | 81.4 | 90.0 | 90.0 | - | - |" in table  # 16 frames ran only at 1e-3
+
+
+def test_the_rate_grid_runs_every_seed_at_the_shortest_clips():
+    from tools.bench.closer_look import lr_grid_specs
+
+    rows = [r for r in ROWS if r.key in ("r3d_18", "fr2d_18")]
+    specs = lr_grid_specs(rows, [16, 8], [0, 1], [3e-4, 1e-3])
+    assert sorted((s.row.key, s.frames, s.seed, s.lr) for s in specs) == sorted(
+        (k, 8, seed, lr) for k in ("r3d_18", "fr2d_18") for seed in (0, 1) for lr in (3e-4, 1e-3))
+    assert {s.purpose for s in specs} == {"lr-grid"}
+    # a family's rate is the mean over the seeds: one lucky seed does not decide it
+    results = [_result("r3d_18", 1e-3, val=100.0, seed=0), _result("r3d_18", 1e-3, val=50.0, seed=1),
+               _result("r3d_18", 3e-4, val=97.5, seed=0), _result("r3d_18", 3e-4, val=90.0, seed=1)]
+    assert choose_family_lrs(results, ROWS) == {"3d": 3e-4}
+
+
+_ORPHAN_PROBE = """
+import os, signal, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+from tools.bench.closer_look import _init_worker
+ctx = multiprocessing.get_context("spawn")
+with ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker, initargs=(1, False, os.getpid())) as pool:
+    pool.submit(time.sleep, 0)  # the worker is up and initialised
+    pool.submit(signal.signal, signal.SIGTERM, signal.SIG_IGN).result()  # as the trainer's preemption handler
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 120)  # a long run in progress
+    time.sleep(120)
+"""
+
+
+def test_a_killed_study_leaves_no_worker_training(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHAN_PROBE], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    worker = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        # a dead worker that nobody has reaped yet is a zombie: gone for our purpose
+        if Path(f"/proc/{worker}/stat").read_text().split(") ")[-1].startswith("Z"):
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the study's worker outlived its killed main process")

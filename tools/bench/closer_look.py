@@ -115,6 +115,7 @@ class Recipe:
     lr: float = 1e-3
     lr_steps: tuple[int, ...] = (9,)
     epochs: int = 12
+    warmup_epochs: float = 0.0
     test_clips: int = 4
     #: rates each LR family tries first (first seed, shortest clips); the best validation video@1 wins
     lr_grid: tuple[float, ...] = (3e-4, 1e-3)
@@ -164,8 +165,26 @@ class RunResult:
 _QUIET = ("train", "data", "network", "tools.evaluate", "tools.demo", "tools.convert", "tools.synthetic")
 
 
-def _init_worker(threads: int, verbose: bool) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: end this worker when the study's main process dies, so a killed study leaves no orphan training.
+
+    SIGKILL, not SIGTERM: the trainer takes SIGTERM as a preemption, stops gracefully and then waits forever to
+    hand its result to the dead parent; a study's run is restarted from scratch anyway."""
+    import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request above
+        os._exit(1)
+
+
+def _init_worker(threads: int, verbose: bool, parent: int | None = None) -> None:
     import torch
+
+    if parent is not None:
+        _die_with_parent(parent)
 
     torch.set_num_threads(threads)
     setup_logging()
@@ -194,7 +213,7 @@ def run_one(spec: RunSpec, recipe: Recipe, quick: bool, store: Path, run_dir: Pa
     interval = max(1, demo.frames // spec.frames)  # every clip length spans the whole video
     cfg = replace(demo, clip_length=spec.frames, frame_interval=(interval,), clip_size=recipe.clip_size,
                   batch_size=recipe.batch_size, optimizer=recipe.optimizer, lr_base=spec.lr,
-                  lr_steps=recipe.lr_steps, end_epoch=recipe.epochs, warmup_epochs=0.0, workers=0,
+                  lr_steps=recipe.lr_steps, end_epoch=recipe.epochs, warmup_epochs=recipe.warmup_epochs, workers=0,
                   width_mult=recipe.width_mult, seed=spec.seed, clip_grad_norm=None)
     gates = (recipe.epochs // 2 + 1) if spec.row.temporal_gates_from == "middle" else None
     if run_dir.exists():
@@ -251,13 +270,22 @@ def run_all(specs: Sequence[RunSpec], recipe: Recipe, quick: bool, store: Path, 
     else:
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no torch/OpenMP state forked
         with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads, verbose)) as pool:
+                                 initargs=(threads, verbose, os.getpid())) as pool:
             futures = [pool.submit(_run_in_worker, s, recipe, quick, str(store), str(_run_dir(out_dir, s)))
                        for s in order]
             for fut in as_completed(futures):
                 done(RunResult(**fut.result()))
     bar.close()
     return results
+
+
+def lr_grid_specs(rows: Sequence[Row], frames: Sequence[int], seeds: Sequence[int], lr_grid: Sequence[float]
+                  ) -> list[RunSpec]:
+    """The runs that choose the learning rates: every row at every rate of the grid, shortest clips, every seed.
+
+    Every seed, not the first alone: whether a slow starter leaves chance within the budget depends on the seed,
+    and a rate chosen on one lucky seed can leave the next one at chance."""
+    return [RunSpec(r, min(frames), seed, lr, "lr-grid") for r in rows for seed in seeds for lr in lr_grid]
 
 
 def choose_family_lrs(results: Sequence[RunResult], rows: Sequence[Row]) -> dict[str, float]:
@@ -444,6 +472,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1; --quick 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch budget")
     p.add_argument("--width-mult", type=float, default=None, help="override the recipe's width")
+    p.add_argument("--lr-steps", type=int, nargs="*", default=None, metavar="EPOCH",
+                   help="override the epochs after which the rate drops x0.1 (default: the recipe's, those below "
+                        "--epochs)")
+    p.add_argument("--warmup", type=float, default=None, metavar="EPOCHS",
+                   help="override the recipe's linear learning-rate warm-up (epochs)")
     p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate (every family)")
     p.add_argument("--lr-grid", default=None, metavar="LR,LR,...",
                    help="choose each LR family's rate on the validation split among these first (default: the "
@@ -475,7 +508,7 @@ def merge_reports(paths: Sequence[Path], out_dir: Path, argv: Sequence[str]) -> 
     """One report from the runs of several closer_look.json files (one recipe but for the learning rate).
 
     Where the files hold runs of one LR family at several rates, the family keeps the rate with the best mean
-    validation video@1 at the shortest clip length and first seed (`choose_family_lrs`), and only its runs."""
+    validation video@1 at the shortest clip length over every seed (`choose_family_lrs`), and only its runs."""
     payloads = []
     for path in paths:
         try:
@@ -495,9 +528,9 @@ def merge_reports(paths: Sequence[Path], out_dir: Path, argv: Sequence[str]) -> 
     frames = sorted({r.frames for r in results})
     seeds = sorted({r.seed for r in results})
     if len({r.lr for r in results}) > 1:
-        first = min(r.frames for r in results), min(r.seed for r in results)
-        chosen = choose_family_lrs([r for r in results if (r.frames, r.seed) == first], rows)
-        log.info("learning rates chosen on the validation split (%d frames, seed %d): %s", *first, chosen)
+        first = min(r.frames for r in results)
+        chosen = choose_family_lrs([r for r in results if r.frames == first], rows)
+        log.info("learning rates chosen on the validation split (%d frames, every seed): %s", first, chosen)
         recipe = replace(recipe, family_lr=tuple(sorted(chosen.items())))
         results = [r for r in results if r.lr == recipe.lr_for(r.key)]
     costs = {k: Cost(**v) for p in payloads for k, v in p["costs"].items()}
@@ -524,10 +557,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.epochs < 1:
             die(f"--epochs must be >= 1, got {args.epochs}")
         recipe = replace(recipe, epochs=args.epochs, lr_steps=tuple(s for s in recipe.lr_steps if s < args.epochs))
+    if args.lr_steps is not None:
+        if any(not 0 < s < recipe.epochs for s in args.lr_steps):
+            die(f"--lr-steps must lie between 0 and the {recipe.epochs} epochs, got {args.lr_steps}")
+        recipe = replace(recipe, lr_steps=tuple(sorted(args.lr_steps)))
     if args.lr is not None:
         if args.lr <= 0:
             die(f"--lr must be > 0, got {args.lr}")
         recipe = replace(recipe, lr=args.lr, family_lr=())
+    if args.warmup is not None:
+        if not 0 <= args.warmup < recipe.epochs:
+            die(f"--warmup must be in [0, {recipe.epochs}) epochs, got {args.warmup}")
+        recipe = replace(recipe, warmup_epochs=args.warmup)
     if args.width_mult is not None:
         if args.width_mult <= 0:
             die(f"--width-mult must be > 0, got {args.width_mult}")
@@ -558,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[RunResult] = []
     done: set[tuple[str, int, int]] = set()
     if len(lr_grid) > 1:
-        grid = [RunSpec(r, frames[0], seeds[0], lr, "lr-grid") for r in rows for lr in lr_grid]
+        grid = lr_grid_specs(rows, frames, seeds, lr_grid)
         results += run_all(grid, recipe, args.quick, store, args.out_dir, args.jobs, args.threads, args.verbose)
         chosen = choose_family_lrs(results, rows)
         log.info("learning rates chosen on the validation split: %s", chosen)
