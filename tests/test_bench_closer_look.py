@@ -15,7 +15,7 @@ from tools.bench.closer_look import (
     Cost,
     Recipe,
     RunResult,
-    choose_family_lrs,
+    choose_lrs,
     format_table,
     summarise,
 )
@@ -41,11 +41,13 @@ def test_quick_study_writes_the_table_json_and_figure(tmp_path):
     runs = [r for r in report["runs"] if r["purpose"] == "study"]
     assert sorted((r["key"], r["frames"]) for r in runs) == [("fr2d_18", 4), ("fr2d_18", 8), ("r2d_18", 4),
                                                              ("r2d_18", 8)]
-    # the 2D family tried both rates on 4-frame clips; the one kept is the study's 4-frame run, used for 8 frames
-    chosen = dict(report["recipe"]["family_lr"])["2d"]
+    # each network tried both rates on 4-frame clips; the one kept is its study run at 4 frames, used for 8 frames
+    chosen = dict(report["recipe"]["row_lr"])
+    assert set(chosen) == {"r2d_18", "fr2d_18"} and set(chosen.values()) <= {1e-3, 3e-3}
     grid = [r for r in report["runs"] if r["purpose"] == "lr-grid"]
-    assert len(grid) == 2 and {r["lr"] for r in grid} == {1e-3, 3e-3} - {chosen}
-    assert {r["lr"] for r in runs} == {chosen}
+    assert sorted((r["key"], r["lr"]) for r in grid) == sorted(
+        (k, ({1e-3, 3e-3} - {lr}).pop()) for k, lr in chosen.items())
+    assert all(r["lr"] == chosen[r["key"]] for r in runs)
     assert all(0 <= r["test_video_top1"] <= 100 and r["wall_s"] > 0 for r in runs)
     assert (out / "closer_look.png").stat().st_size > 0
     assert (out / "runs" / "r2d_18_f8_s0" / "r2d_18_best.pth").is_file()
@@ -70,14 +72,14 @@ def _result(key: str, lr: float, val: float, frames: int = 8, seed: int = 0, tes
     return RunResult(key, frames, seed, lr, purpose, val, 3, test, test, 1.0, 1.0)
 
 
-def test_family_rates_are_chosen_on_validation_not_test():
+def test_each_networks_rate_is_chosen_on_validation_not_test():
     results = [_result("r3d_18", 1e-3, val=40.0, test=99.0), _result("r3d_18", 3e-4, val=90.0, test=10.0),
-               _result("mc3_18", 1e-3, val=60.0), _result("mc3_18", 3e-4, val=80.0),
+               _result("mc3_18", 1e-3, val=80.0), _result("mc3_18", 3e-4, val=60.0),
                _result("fr2d_18", 1e-3, val=50.0), _result("fr2d_18", 3e-4, val=50.0)]
-    chosen = choose_family_lrs(results, ROWS)
-    assert chosen == {"3d": 3e-4, "2d": 3e-4}  # a tie goes to the smaller rate
-    recipe = Recipe(family_lr=tuple(chosen.items()))
-    assert recipe.lr_for("rmc4_18") == 3e-4 and recipe.lr_for("mict_resnet18") == recipe.lr
+    chosen = choose_lrs(results)
+    assert chosen == {"r3d_18": 3e-4, "mc3_18": 1e-3, "fr2d_18": 3e-4}  # a tie goes to the smaller rate
+    recipe = Recipe(row_lr=tuple(chosen.items()))
+    assert recipe.lr_for("mc3_18") == 1e-3 and recipe.lr_for("mict_resnet18") == recipe.lr
 
 
 def test_table_means_over_seeds_beside_the_papers_figures():
@@ -96,7 +98,7 @@ def test_table_means_over_seeds_beside_the_papers_figures():
     assert next(ln for ln in lines if ln.startswith("| `mict_resnet18` |")).endswith("| - | - | - | - | - |")
 
 
-def test_merged_parts_at_two_rates_keep_each_familys_rate_chosen_on_validation(tmp_path):
+def test_merged_parts_at_two_rates_keep_each_networks_rate_chosen_on_validation(tmp_path):
     from dataclasses import asdict
 
     from tools.bench.closer_look import merge_reports
@@ -116,7 +118,7 @@ def test_merged_parts_at_two_rates_keep_each_familys_rate_chosen_on_validation(t
     slow = part(3e-4, [_result("r3d_18", 3e-4, val=95.0, test=90.0), _result("fr2d_18", 3e-4, val=30.0, test=20.0)])
     merge_reports([fast, slow], tmp_path / "out", ["--merge"])
     payload = json.loads((tmp_path / "out" / "closer_look.json").read_text())
-    assert dict(payload["recipe"]["family_lr"]) == {"3d": 3e-4, "2d": 1e-3}
+    assert dict(payload["recipe"]["row_lr"]) == {"r3d_18": 3e-4, "fr2d_18": 1e-3}
     assert sorted((r["key"], r["frames"], r["lr"]) for r in payload["runs"]) == [("fr2d_18", 8, 1e-3),
                                                                                  ("r3d_18", 8, 3e-4)]
     table = (tmp_path / "out" / "closer_look.md").read_text()
@@ -131,10 +133,10 @@ def test_the_rate_grid_runs_every_seed_at_the_shortest_clips():
     assert sorted((s.row.key, s.frames, s.seed, s.lr) for s in specs) == sorted(
         (k, 8, seed, lr) for k in ("r3d_18", "fr2d_18") for seed in (0, 1) for lr in (3e-4, 1e-3))
     assert {s.purpose for s in specs} == {"lr-grid"}
-    # a family's rate is the mean over the seeds: one lucky seed does not decide it
+    # a network's rate is the mean over the seeds: one lucky seed does not decide it
     results = [_result("r3d_18", 1e-3, val=100.0, seed=0), _result("r3d_18", 1e-3, val=50.0, seed=1),
                _result("r3d_18", 3e-4, val=97.5, seed=0), _result("r3d_18", 3e-4, val=90.0, seed=1)]
-    assert choose_family_lrs(results, ROWS) == {"3d": 3e-4}
+    assert choose_lrs(results) == {"r3d_18": 3e-4}
 
 
 _ORPHAN_PROBE = """

@@ -20,11 +20,12 @@ paper's figure: video@1 against GFLOPs, one marker per network, next to the pape
 are counted at the paper's 400 classes and full width, GFLOPs at its 16x112x112 input (2 per multiply-add); the
 study itself trains at ``--width-mult``.
 
-Learning rates: every LR family (`LR_FAMILIES`: 2D, 3D and mixed, MiCT, MTNet) first trains with each rate of the
-recipe's grid (3e-4 and 1e-3; ``--lr-grid``) at the first seed and the shortest clips; the rate with the best mean
-validation video@1 of the family is kept (its grid runs count as the study's runs of that seed and clip length),
-never looking at the test split. AdamW's step does not shrink with a layer's fan-in, so a rate that suits a 2D
-network can be too large for a 3D one of the same width (docs/BENCHMARKS.md). ``--lr R`` trains everything at R.
+Learning rates: every network first trains with each rate of the recipe's grid (3e-4 and 1e-3; ``--lr-grid``) on
+the shortest clips with every seed; the rate with the best mean validation video@1 over the seeds is kept (its grid
+runs count as the study's runs at that clip length), never looking at the test split. AdamW's step does not shrink
+with a layer's fan-in, so a rate that suits a 2D network can be too large for a 3D one of the same width, and
+whether a slow starter leaves chance within the budget depends on the seed (docs/BENCHMARKS.md). ``--lr R`` trains
+everything at R.
 """
 from __future__ import annotations
 
@@ -93,17 +94,6 @@ PAPER: dict[str, tuple[float, float, float, float, float]] = {
     "R(2+1)D": (33.3, 52.8, 64.8, 56.8, 68.0),
 }
 
-#: Learning-rate families: networks whose convolutions have the same kind of fan-in share one rate (AdamW's step
-#: does not shrink with fan-in, so a rate that suits a 2D network can be too large for a 3D one of the same width).
-LR_FAMILIES: dict[str, tuple[str, ...]] = {
-    "2d": ("r2d_18", "fr2d_18"),
-    "3d": ("r3d_18", "mc2_18", "mc3_18", "mc4_18", "mc5_18", "rmc2_18", "rmc3_18", "rmc4_18", "rmc5_18",
-           "r2plus1d_18", "r2plus1d_18/per_conv", "srtg_r3d_18", "srtg_r3d_18/gates"),
-    "mict": ("mict_resnet18",),
-    "mtnet": ("mtnet_xs",),
-}
-
-
 @dataclass(frozen=True)
 class Recipe:
     """One recipe and one budget for every run (the demo's data, optimizer and augmentation; see docs)."""
@@ -113,17 +103,16 @@ class Recipe:
     batch_size: int = 16
     optimizer: str = "adamw"
     lr: float = 1e-3
-    lr_steps: tuple[int, ...] = (9,)
-    epochs: int = 12
+    lr_steps: tuple[int, ...] = (15,)
+    epochs: int = 20
     warmup_epochs: float = 0.0
     test_clips: int = 4
-    #: rates each LR family tries first (first seed, shortest clips); the best validation video@1 wins
+    #: rates each network tries first (every seed, shortest clips); the best mean validation video@1 wins
     lr_grid: tuple[float, ...] = (3e-4, 1e-3)
-    family_lr: tuple[tuple[str, float], ...] = ()  # per LR family, when chosen on the validation split
+    row_lr: tuple[tuple[str, float], ...] = ()  # per row, when chosen on the validation split
 
     def lr_for(self, key: str) -> float:
-        family = next((f for f, keys in LR_FAMILIES.items() if key in keys), None)
-        return dict(self.family_lr).get(family, self.lr) if family else self.lr
+        return dict(self.row_lr).get(key, self.lr)
 
 
 FULL = Recipe()
@@ -288,17 +277,12 @@ def lr_grid_specs(rows: Sequence[Row], frames: Sequence[int], seeds: Sequence[in
     return [RunSpec(r, min(frames), seed, lr, "lr-grid") for r in rows for seed in seeds for lr in lr_grid]
 
 
-def choose_family_lrs(results: Sequence[RunResult], rows: Sequence[Row]) -> dict[str, float]:
-    """Per LR family, the rate whose runs had the best mean validation video@1 (ties: the smaller rate)."""
-    chosen: dict[str, float] = {}
-    for family, keys in LR_FAMILIES.items():
-        by_lr: dict[float, list[float]] = {}
-        for r in results:
-            if r.key in keys:
-                by_lr.setdefault(r.lr, []).append(r.best_val_video_top1)
-        if by_lr:
-            chosen[family] = max(sorted(by_lr), key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
-    return chosen
+def choose_lrs(results: Sequence[RunResult]) -> dict[str, float]:
+    """Per row, the rate whose runs had the best mean validation video@1 (ties: the smaller rate)."""
+    by_row: dict[str, dict[float, list[float]]] = {}
+    for r in results:
+        by_row.setdefault(r.key, {}).setdefault(r.lr, []).append(r.best_val_video_top1)
+    return {key: max(sorted(by_lr), key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr])) for key, by_lr in by_row.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -434,7 +418,7 @@ def write_report(out_dir: Path, rows: Sequence[Row], costs: dict[str, Cost], res
         f"command: `{meta['command']}`", "",
         f"recipe: width_mult {recipe.width_mult}, {recipe.clip_size}-px crops, batch {recipe.batch_size}, "
         f"{recipe.optimizer} lr {recipe.lr:g}"
-        + (f" (per family, chosen on val: {dict(recipe.family_lr)})" if recipe.family_lr else "")
+        + (f" (per network, chosen on val: {dict(recipe.row_lr)})" if recipe.row_lr else "")
         + f", lr x0.1 after epochs {list(recipe.lr_steps)}, {recipe.epochs} epochs; best epoch by val video@1; "
         f"test: {recipe.test_clips} clips per video, clip@1 over all of them, video@1 of their mean; seeds {list(seeds)}; "
         f"mean over seeds.",
@@ -477,9 +461,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "--epochs)")
     p.add_argument("--warmup", type=float, default=None, metavar="EPOCHS",
                    help="override the recipe's linear learning-rate warm-up (epochs)")
-    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate (every family)")
+    p.add_argument("--lr", type=float, default=None, help="override the recipe's learning rate (every network)")
     p.add_argument("--lr-grid", default=None, metavar="LR,LR,...",
-                   help="choose each LR family's rate on the validation split among these first (default: the "
+                   help="choose each network's rate on the validation split among these first (default: the "
                         "recipe's, 3e-4,1e-3; 'none': the recipe's one rate for all)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (runs trained at the same time)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -507,21 +491,21 @@ def _select_rows(args: argparse.Namespace) -> list[Row]:
 def merge_reports(paths: Sequence[Path], out_dir: Path, argv: Sequence[str]) -> dict[str, Path]:
     """One report from the runs of several closer_look.json files (one recipe but for the learning rate).
 
-    Where the files hold runs of one LR family at several rates, the family keeps the rate with the best mean
-    validation video@1 at the shortest clip length over every seed (`choose_family_lrs`), and only its runs."""
+    Where the files hold runs of one network at several rates, it keeps the rate with the best mean validation
+    video@1 at the shortest clip length over every seed (`choose_lrs`), and only its runs."""
     payloads = []
     for path in paths:
         try:
             payloads.append(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as e:
             die(f"{path}: cannot read a closer_look.json ({e})")
-    but_lr = {json.dumps({k: v for k, v in p["recipe"].items() if k not in ("lr", "family_lr", "lr_grid")}, sort_keys=True)
+    but_lr = {json.dumps({k: v for k, v in p["recipe"].items() if k not in ("lr", "row_lr", "lr_grid")}, sort_keys=True)
               for p in payloads}
     if len(but_lr) > 1:
         die(f"{', '.join(map(str, paths))}: runs of different recipes cannot share one table")
     raw = payloads[0]["recipe"]
     recipe = Recipe(**{**raw, "lr_steps": tuple(raw["lr_steps"]),
-                       "family_lr": tuple(tuple(v) for v in raw["family_lr"])})
+                       "row_lr": tuple(tuple(v) for v in raw["row_lr"])})
     results = [RunResult(**r) for p in payloads for r in p["runs"]]
     keys = {r.key for r in results}
     rows = [r for r in ROWS + EXTRA_ROWS if r.key in keys]
@@ -529,9 +513,9 @@ def merge_reports(paths: Sequence[Path], out_dir: Path, argv: Sequence[str]) -> 
     seeds = sorted({r.seed for r in results})
     if len({r.lr for r in results}) > 1:
         first = min(r.frames for r in results)
-        chosen = choose_family_lrs([r for r in results if r.frames == first], rows)
+        chosen = choose_lrs([r for r in results if r.frames == first])
         log.info("learning rates chosen on the validation split (%d frames, every seed): %s", first, chosen)
-        recipe = replace(recipe, family_lr=tuple(sorted(chosen.items())))
+        recipe = replace(recipe, row_lr=tuple(sorted(chosen.items())))
         results = [r for r in results if r.lr == recipe.lr_for(r.key)]
     costs = {k: Cost(**v) for p in payloads for k, v in p["costs"].items()}
     meta = {"command": " ; ".join(p["meta"]["command"] for p in payloads)
@@ -564,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lr is not None:
         if args.lr <= 0:
             die(f"--lr must be > 0, got {args.lr}")
-        recipe = replace(recipe, lr=args.lr, family_lr=())
+        recipe = replace(recipe, lr=args.lr, row_lr=())
     if args.warmup is not None:
         if not 0 <= args.warmup < recipe.epochs:
             die(f"--warmup must be in [0, {recipe.epochs}) epochs, got {args.warmup}")
@@ -601,15 +585,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(lr_grid) > 1:
         grid = lr_grid_specs(rows, frames, seeds, lr_grid)
         results += run_all(grid, recipe, args.quick, store, args.out_dir, args.jobs, args.threads, args.verbose)
-        chosen = choose_family_lrs(results, rows)
+        chosen = choose_lrs(results)
         log.info("learning rates chosen on the validation split: %s", chosen)
-        recipe = replace(recipe, family_lr=tuple(sorted(chosen.items())))
+        recipe = replace(recipe, row_lr=tuple(sorted(chosen.items())))
         for r in results:  # the grid run at the chosen rate is also the study's run of that row, clip and seed
             if r.lr == recipe.lr_for(r.key):
                 r.purpose = "study"
                 done.add((r.key, r.frames, r.seed))
     elif lr_grid:
-        recipe = replace(recipe, lr=lr_grid[0], family_lr=())
+        recipe = replace(recipe, lr=lr_grid[0], row_lr=())
     specs = [RunSpec(r, f, s, recipe.lr_for(r.key)) for r in rows for f in frames for s in seeds
              if (r.key, f, s) not in done]
     results += run_all(specs, recipe, args.quick, store, args.out_dir, args.jobs, args.threads, args.verbose)
