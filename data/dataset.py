@@ -40,6 +40,7 @@ from data.columns import IntColumn, LazySequence
 from data.index import stale_classes
 from data.label_table import open_label_table, release_freed_memory
 from data.labels import SPLITS, LabelError, Sample, read_classes
+from data.rank_logging import SAME_ON_EVERY_RANK
 from data.sampling import RandomClipSampler, UniformClipSampler, as_intervals, eval_interval
 from data.short_cycle import short_cycle_crop_sizes
 from data.store import (
@@ -169,7 +170,8 @@ class VideoDataset(Dataset):
         if classes_file.is_file():
             return read_classes(classes_file)
         # Sorted over every split of the CSV, so that train and val map labels identically.
-        log.warning("%s not found; class indices from the sorted labels of %s", classes_file, self.labels_csv)
+        log.warning("%s not found; class indices from the sorted labels of %s", classes_file, self.labels_csv,
+                    extra=SAME_ON_EVERY_RANK)
         return sorted(label_names)
 
     def _sample(self, i: int) -> Sample:
@@ -217,7 +219,7 @@ class VideoDataset(Dataset):
             log.warning("%s: %d of %d videos are not in the index or in class folders changed since it was "
                         "written (%s); reading their n_frames files (update it: python -m tools.index %s)",
                         self.labels_csv, len(todo), n, ", ".join(sorted(stale)[:_MAX_LISTED]) or "none stale",
-                        self.root)
+                        self.root, extra=SAME_ON_EVERY_RANK)
         return counts
 
     def set_shape(self, clip_length: int, frame_interval: int | Sequence[int], crop_size: int,

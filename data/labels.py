@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.atomic import atomic_write, atomic_write_text
+from data.rank_logging import SAME_ON_EVERY_RANK
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +144,16 @@ def _warn_duplicates_and_overlap(path: Path, samples: list[Sample]) -> None:
     duplicates = [s for s in samples if s in seen or seen.add(s)]
     if duplicates:
         log.warning("%s: %d duplicate row(s), e.g. %s,%s (split %s); each copy is sampled again", path,
-                    len(duplicates), duplicates[0].label, duplicates[0].video_id, duplicates[0].split)
+                    len(duplicates), duplicates[0].label, duplicates[0].video_id, duplicates[0].split,
+                    extra=SAME_ON_EVERY_RANK)
     splits: dict[str, set[str]] = {}
     for s in samples:
         splits.setdefault(s.video_id, set()).add(s.split)
     shared = sorted(v for v, names in splits.items() if len(names) > 1)
     if shared:
         log.warning("%s: %d video(s) appear in more than one split, e.g. %s in %s: an evaluation on them is "
-                    "contaminated by training", path, len(shared), shared[0], " and ".join(sorted(splits[shared[0]])))
+                    "contaminated by training", path, len(shared), shared[0], " and ".join(sorted(splits[shared[0]])),
+                    extra=SAME_ON_EVERY_RANK)
 
 
 def _read_label_rows(path: Path) -> list[Sample]:

@@ -54,6 +54,7 @@ import numpy as np
 
 from data.atomic import atomic_write_text, replace_durably
 from data.bad_clips import with_repair
+from data.rank_logging import SAME_ON_EVERY_RANK
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def collect_missing_markers(where: str) -> Iterator[None]:
         if found:
             log.warning("%s: %d database(s) have no %s file (legacy dataset2database data or an unfinished "
                         "conversion), e.g. %s; their frame counts come from the databases", where, len(found),
-                        N_FRAMES_NAME, found[0])
+                        N_FRAMES_NAME, found[0], extra=SAME_ON_EVERY_RANK)
 
 
 def _parse_count(text: str, where: Path) -> int:

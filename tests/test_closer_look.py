@@ -198,3 +198,15 @@ def test_checkpoint_saved_as_r2d_18_by_an_earlier_version_loads_as_fr2d_18(tmp_p
     x = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), original(x))
+
+
+def test_resume_auto_finds_a_run_saved_as_r2d_18_and_refuses_to_overwrite_it_as_the_new_r2d(tmp_path):
+    from train.auto_resume import find_resume_checkpoint
+
+    old = tmp_path / "r2d_18_ep-0002.pth"
+    _old_r2d_checkpoint(old)
+    _old_r2d_checkpoint(tmp_path / "r2d_18_ep-0001.pth")
+    assert find_resume_checkpoint(tmp_path, "fr2d_18") == old  # the frame-based run goes on under its new name
+    with pytest.raises(CheckpointError, match=r"holds a fr2d_18 checkpoint .* --network fr2d_18"):
+        find_resume_checkpoint(tmp_path, "r2d_18")  # a fresh R2D run here would overwrite those files
+    assert find_resume_checkpoint(tmp_path / "elsewhere", "fr2d_18") is None

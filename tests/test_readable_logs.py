@@ -38,6 +38,25 @@ def test_level_names_are_not_black(monkeypatch):
     assert "WARNING" in text and "\x1b[30" not in text and ";30m" not in text, repr(text)
 
 
+def test_other_ranks_drop_what_every_rank_would_say_alike_and_keep_their_own_warnings(capfd):
+    from data.rank_logging import SAME_ON_EVERY_RANK
+
+    root = logging.getLogger()
+    saved = list(root.handlers), root.level
+    try:
+        for main in (True, False):
+            setup_logging("WARNING", main_process=main)
+            log = logging.getLogger("some.module")
+            log.warning("7 of 9 videos are left out", extra=SAME_ON_EVERY_RANK)
+            log.warning("this rank met a bad batch")
+            err = capfd.readouterr().err
+            assert ("7 of 9 videos are left out" in err) == main, err
+            assert "this rank met a bad batch" in err
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
 def test_convert_help_shows_each_default_once_and_no_misleading_ones(capsys):
     try:
         convert.main(["--help"])

@@ -189,15 +189,18 @@ def test_the_requeue_script_resumes_after_usr1_to_the_weights_of_an_uninterrupte
 def test_the_torchrun_script_on_two_nodes_requeues_on_sigterm_and_resumes_exactly(slurm_bin, store, tmp_path):
     log = tmp_path / "scontrol.log"
     train = [*_train_args(store), "--threads", "1"]
-    runs = {}
+    runs, outs = {}, {}
     for name, sig in (("whole", None), ("parts", signal.SIGTERM)):
         env = _env(slurm_bin, log, SLURM_NNODES="2", SLURM_JOB_NODELIST="node[1-2]", NPROC_PER_NODE="1",
                    RDZV_PORT=str(_free_port()), SLURM_JOB_ID=f"77{len(runs)}")
         runs[name] = env
         rc, out = _bash("train_torchrun.sbatch", [str(tmp_path / name), *train], env, tmp_path, sig,
                         "Epoch [1] Batch [1/")
+        outs[name] = out
         if sig is None:
             assert rc == 0 and not log.exists(), out[-3000:]
+            # a fact about the data (each rank's 9 clips in batches of 2 leave 1 out) is said once, not per rank
+            assert out.count("are left out of every epoch") == 1, out[-3000:]
     assert rc == EXIT_PREEMPTED and log.read_text() == "requeue 771\n", out[-3000:]
     assert (tmp_path / "parts" / EXIT_CODE_FILE).read_text() == f"{EXIT_PREEMPTED}\n"
     runs["parts"]["RDZV_PORT"] = str(_free_port())

@@ -11,9 +11,11 @@ import logging
 import os
 from pathlib import Path
 
+from data.rank_logging import SAME_ON_EVERY_RANK
 from train.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, numbered_checkpoints
 
-__all__ = ["mid_checkpoint_path", "list_mid_checkpoints", "resume_candidates", "find_resume_checkpoint"]
+__all__ = ["EARLIER_FILE_NAMES", "mid_checkpoint_path", "list_mid_checkpoints", "resume_candidates",
+           "find_resume_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +38,37 @@ def resume_candidates(model_dir: str | os.PathLike, network: str) -> list[Path]:
     return [p for _, p in sorted(keyed, key=lambda kp: kp[0], reverse=True)]
 
 
+#: Networks whose checkpoint files an earlier version wrote under another name (that name now means another network).
+EARLIER_FILE_NAMES: dict[str, str] = {"fr2d_18": "r2d_18"}
+
+
 def find_resume_checkpoint(model_dir: str | os.PathLike, network: str) -> Path | None:
-    """The newest checkpoint that loads and validates (None when there is none); skipped files are logged."""
-    for path in resume_candidates(model_dir, network):
+    """The newest checkpoint of `network` that loads and validates (None when there is none); skipped files are
+    logged. A run that an earlier version saved under another file name (`EARLIER_FILE_NAMES`) is found too, and a
+    file named `network` that holds another network (an earlier version's) is refused: starting afresh would
+    overwrite that run's checkpoints."""
+    found = _newest_loadable(model_dir, network, network)
+    earlier = EARLIER_FILE_NAMES.get(network)
+    if found is None and earlier is not None:
+        found = _newest_loadable(model_dir, earlier, network)
+        if found is not None:
+            log.info("--resume auto: %s was saved as %s by an earlier version; resuming %s from it (its new "
+                     "checkpoints are named %s_*)", found, earlier, network, network)
+    return found
+
+
+def _newest_loadable(model_dir: str | os.PathLike, file_network: str, network: str) -> Path | None:
+    for path in resume_candidates(model_dir, file_network):
         try:
-            load_checkpoint(path)
+            held = load_checkpoint(path)["network"]
         except CheckpointError as e:
-            log.warning("--resume auto: skipping %s", e)
+            log.warning("--resume auto: skipping %s", e, extra=SAME_ON_EVERY_RANK)
             continue
-        return path
+        if held == network:
+            return path
+        if file_network == network:
+            raise CheckpointError(
+                f"--resume auto: {path} holds a {held} checkpoint (saved as {file_network} by an earlier version), "
+                f"not {network}: resume it with --network {held}, or start {network} in another --model-dir "
+                "(a fresh run here would overwrite it)")
     return None

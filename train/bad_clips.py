@@ -5,8 +5,10 @@ seed (`data.dataset.VideoDataset`), so the run, and an exact resume of it, stays
 records every such video once in ``<run>/bad_videos.csv`` (``video,path,problem,epoch``, written atomically by
 rank 0) with a warning, and stops the run with one line when more than ``--max-bad-share`` of the training videos
 were bad in one epoch (checked after every batch on one process; at the end of the epoch when distributed, where
-every rank must stop together). ``--bad-clips fail``: the first bad clip ends the run with one line naming the
-video, the frame and the repair command. Validation never skips.
+every rank must stop together). A single bad video never stops a run unless the share is 0: the stop is there for
+a store that is failing, and on a dataset of fewer than 1/share videos the share would otherwise mean "none".
+``--bad-clips fail``: the first bad clip ends the run with one line naming the video, the frame and the repair
+command. Validation never skips.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def add_bad_clip_arguments(group: argparse._ArgumentGroup) -> None:
                             "validation always fails")
     group.add_argument("--max-bad-share", type=_share, default=DEFAULT_MAX_BAD_SHARE, metavar="SHARE",
                        help="with --bad-clips skip: stop when more than this share of an epoch's training videos "
-                            "could not be read")
+                            "could not be read (one bad video is tolerated unless SHARE is 0)")
 
 
 class BadClipMonitor(Callback):
@@ -120,10 +122,15 @@ class BadClipMonitor(Callback):
             writer.writeheader()
             writer.writerows(self.rows)
 
+    def limit(self) -> float:
+        """The most bad videos an epoch may have: the share of the training set, at least one unless it is 0."""
+        allowed = self.max_share * len(self.flags)
+        return max(allowed, 1.0) if self.max_share > 0 else allowed
+
     def _check(self, epoch: int) -> None:
         bad = len(self.flags.in_epoch(epoch))
         total = len(self.flags)
-        if bad > self.max_share * total:
+        if bad > self.limit():
             raise TooManyBadVideos(
                 f"epoch {epoch}: {bad} of {total} training videos could not be read, more than --max-bad-share "
                 f"{self.max_share:g}; they are listed in {self.path}; repair: {repair_command(self.dataset.root)}, "

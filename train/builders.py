@@ -21,6 +21,7 @@ from torch import nn
 import network
 from data import VideoDataset, build_loader, train_transform, val_transform
 from data.labels import read_labels
+from data.rank_logging import SAME_ON_EVERY_RANK
 from data.transforms import MEAN, STD, NormalizeBatch, default_resize_short
 from network.sub_batchnorm import convert_sub_batchnorm
 from train.arguments import DEBUG_BATCHES, PRECISE_BN_BATCHES
@@ -154,7 +155,7 @@ def build_datasets(args: argparse.Namespace) -> Datasets:
                               clips_per_video=args.val_clips_per_video, train=False)
     else:
         log.warning("no %r split in %s: training without validation (no best checkpoint)", args.val_split,
-                    train_ds.labels_csv)
+                    train_ds.labels_csv, extra=SAME_ON_EVERY_RANK)
     return Datasets(train_ds, val_ds, classes, resize_short, args)
 
 
@@ -200,7 +201,7 @@ def build_multigrid(args: argparse.Namespace, min_frames: int, is_main: bool) ->
                         "from (on the demo data 16-px clips stayed at chance); use a base --clip-size of at "
                         "least %d with --short-cycles, %d without (docs/BENCHMARKS.md, multigrid)",
                         schedule.smallest_crop, MIN_MULTIGRID_CROP, 2 * MIN_MULTIGRID_CROP,
-                        math.ceil(MIN_MULTIGRID_CROP * 2 ** 0.5))
+                        math.ceil(MIN_MULTIGRID_CROP * 2 ** 0.5), extra=SAME_ON_EVERY_RANK)
     return schedule
 
 
@@ -287,7 +288,8 @@ def set_threads(args: argparse.Namespace, resume: dict[str, Any] | None, is_main
         torch.set_num_threads(int(threads))
     if is_main and args.threads and recorded and int(recorded) != args.threads:
         log.warning("--threads %d: the checkpoint was trained with %d threads per process; the continuation is "
-                    "valid but not bit-identical to an uninterrupted run", args.threads, int(recorded))
+                    "valid but not bit-identical to an uninterrupted run", args.threads, int(recorded),
+                    extra=SAME_ON_EVERY_RANK)
     return torch.get_num_threads()
 
 
@@ -409,7 +411,8 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
     if args.precision == "bf16" and device.type == "cpu" and dist_info.is_main:
         log.warning("--precision bf16 on the CPU: oneDNN's AVX-512 bf16 convolutions have returned wrong weight "
                     "gradients (finite, up to 1e35) now and then on some CPUs, so a run can differ run to run; "
-                    "prefer fp32 on the CPU, or set ONEDNN_MAX_CPU_ISA=AVX2 (docs/training.md, GPU)")
+                    "prefer fp32 on the CPU, or set ONEDNN_MAX_CPU_ISA=AVX2 (docs/training.md, GPU)",
+                    extra=SAME_ON_EVERY_RANK)
     if args.deterministic:
         _make_deterministic(model, args, precision, device)
     optimizer = build_optimizer(_param_groups(model, args), args)
@@ -443,6 +446,6 @@ def prepare(args: argparse.Namespace, dist_info: DistInfo | None = None,
         _restore(trainer, resume, resumed_from, end_epoch, auto=getattr(args, "resume_auto", False))
     elif dist_info.is_main and list_checkpoints(args.model_dir, args.network):
         log.warning("%s already holds %s checkpoints: a new run from epoch 1 replaces them as it goes (use "
-                    "--resume-epoch to continue instead)", args.model_dir, args.network)
+                    "--resume-epoch to continue instead)", args.model_dir, args.network, extra=SAME_ON_EVERY_RANK)
     return Setup(args=args, dist=dist_info, trainer=trainer, classes=data.classes, model=model,
                  checkpointer=checkpointer, history=history, resumed_from=resumed_from)

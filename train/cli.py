@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None, defaults: dict[str, Any] | None = No
         if dist_info.is_main:  # the code of an earlier attempt must not speak for this one
             (model_dir / EXIT_CODE_FILE).unlink(missing_ok=True)
         level = "INFO" if dist_info.is_main else "WARNING"
-        setup_logging(level)
+        setup_logging(level, main_process=dist_info.is_main)
         # Hold the set-up's log records until it succeeded: a run rejected for bad input leaves no log file.
         buffer = logging.handlers.MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
         logging.getLogger().addHandler(buffer)

@@ -8,6 +8,8 @@ from typing import NoReturn
 
 import coloredlogs
 
+from data.rank_logging import RankSpecificOnly
+
 __all__ = ["DefaultsHelpFormatter", "add_process_options", "die", "setup_logging", "start_process"]
 
 _FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -29,10 +31,17 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def setup_logging(level: str | int = "INFO", log_file: str | None = None) -> None:
-    """Coloured logs on the terminal and, if given, plain-text logs appended to `log_file`."""
+def setup_logging(level: str | int = "INFO", log_file: str | None = None, main_process: bool = True) -> None:
+    """Coloured logs on the terminal and, if given, plain-text logs appended to `log_file`.
+
+    `main_process=False` (the other ranks of a distributed run) drops records marked
+    `data.rank_logging.SAME_ON_EVERY_RANK`, which the main process writes once for all."""
     root = logging.getLogger()
     coloredlogs.install(level=level, fmt=_FMT, datefmt="%H:%M:%S", logger=root, field_styles=_FIELD_STYLES)
+    if not main_process:
+        for handler in root.handlers:
+            if not any(isinstance(f, RankSpecificOnly) for f in handler.filters):
+                handler.addFilter(RankSpecificOnly())
     if log_file:
         handler = _LogFileHandler(log_file)
         handler.setFormatter(logging.Formatter(_FMT))

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from data.rank_logging import SAME_ON_EVERY_RANK
 from data.sampling import as_intervals, clip_span
 
 __all__ = ["DROP_WARN_SHARE", "note_epoch_coverage"]
@@ -29,7 +30,8 @@ def note_epoch_coverage(dataset: Any, loader: Any) -> None:
         dropped = available - len(loader) * batch_size
         if dropped > DROP_WARN_SHARE * available:
             log.warning("%d of %d training videos are left out of every epoch (drop_last: batches of %d); a batch "
-                        "size that divides %d keeps them all", dropped, available, batch_size, available)
+                        "size that divides %d keeps them all", dropped, available, batch_size, available,
+                        extra=SAME_ON_EVERY_RANK)
     n_frames = getattr(dataset, "n_frames", None)
     clip_length = getattr(dataset, "clip_length", None)
     if n_frames is None or clip_length is None:
@@ -40,4 +42,4 @@ def note_epoch_coverage(dataset: Any, loader: Any) -> None:
         names = [f"{dataset.samples[i].label}/{dataset.samples[i].video_id}" for i in short[:_MAX_LISTED].tolist()]
         log.warning("%d of %d training videos are shorter than one clip (%d frames): their clips loop over the "
                     "video (%s%s)", len(short), len(n_frames), span, ", ".join(names),
-                    ", ..." if len(short) > _MAX_LISTED else "")
+                    ", ..." if len(short) > _MAX_LISTED else "", extra=SAME_ON_EVERY_RANK)

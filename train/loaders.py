@@ -15,6 +15,7 @@ from typing import Any
 from torch.utils.data import BatchSampler, DistributedSampler, Sampler
 
 from data.loader import build_loader
+from data.rank_logging import SAME_ON_EVERY_RANK
 from data.short_cycle import ShortCycleBatchSampler
 from train.epoch_notes import note_epoch_coverage
 from train.multigrid import LONG_CYCLE_FACTORS, MultigridSchedule, Shape
@@ -148,7 +149,7 @@ class MultigridLoaders:
         if available - used > 0.1 * available:
             log.warning("multigrid %s: batches of %s clips leave %d of %d clips per process out of every epoch "
                         "(drop_last); a smaller base batch keeps more", shape.phase,
-                        "/".join(map(str, sizes)), available - used, available)
+                        "/".join(map(str, sizes)), available - used, available, extra=SAME_ON_EVERY_RANK)
         return build_loader(self.dataset, shape.batch_size, train=True, workers=self.workers, seed=self.seed,
                             distributed=self.distributed, batch_sampler=batch_sampler, drop_last=self.drop_last)
 

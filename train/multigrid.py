@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from data.rank_logging import SAME_ON_EVERY_RANK
 from data.rounding import round_half_up, round_to_multiple
 from data.short_cycle import SHORT_CYCLE_FACTORS, short_cycle_batch_sizes, short_cycle_crop_sizes
 
@@ -248,7 +249,8 @@ class MultigridSchedule:
         else:
             cycled, ft_len = [end], 0
         if not steps:
-            log.warning("multigrid: no lr steps, so no fine-tune phase at the base shape after the long cycles")
+            log.warning("multigrid: no lr steps, so no fine-tune phase at the base shape after the long cycles",
+                        extra=SAME_ON_EVERY_RANK)
         raw: list[tuple[int, int, str, float]] = []  # (stage, long index, name, epochs before rescaling)
         for stage, length in enumerate(cycled):
             for i in range(n_long):
@@ -425,7 +427,8 @@ class MultigridSchedule:
             text = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
             if strict:
                 raise ValueError(f"multigrid: the resumed configuration differs from the checkpoint's ({text})")
-            log.warning("multigrid: continuing the checkpoint's schedule, which differs from the arguments (%s)", text)
+            log.warning("multigrid: continuing the checkpoint's schedule, which differs from the arguments (%s)", text,
+                        extra=SAME_ON_EVERY_RANK)
             self.config = dict(saved)
             self._build()
         self.set_epoch(int(state.get("epoch", 0)))

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.rank_logging import SAME_ON_EVERY_RANK
 from data.views import flatten_views
 from train.checkpoint import capture_rng_state, model_state_dict, restore_rng_state, unwrap_model
 from train.distributed import (
@@ -329,7 +330,9 @@ class Trainer:
             stepped = False
             if last_in_group:
                 stepped = self.precision.step(self.optimizer, self.clip_grad_norm)
-                if not stepped:
+                # A non-finite loss is reported once, by the guard when its figures are read; this line is for
+                # the gradients that overflowed from a finite loss (fp16).
+                if not stepped and bool(torch.isfinite(loss.detach()).all()):
                     log.warning("epoch %d batch %d: non-finite gradients, step skipped%s", epoch, i,
                                 f" (fp16 scale now {self.precision.scaler.get_scale():.0f})"
                                 if self.precision.scaler.is_enabled() else "")
@@ -467,5 +470,5 @@ class Trainer:
             log.warning("the mid-epoch checkpoint %s: the rest of epoch %d is not what an uninterrupted run "
                         "would train (other data shards and random draws; the weights stay valid), and later "
                         "epochs differ as a consequence. Resume with the same number of processes for an exact "
-                        "continuation", why, int(mid["epoch"]))
+                        "continuation", why, int(mid["epoch"]), extra=SAME_ON_EVERY_RANK)
         return mid
