@@ -55,7 +55,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from data.labels import safe_video_dir
 from data.store import PAGE_SIZE
 from tools.ingest import from_labels
-from tools.ingest.jobs import DEFAULT_QUALITY, Job, Result, Stopped, run_jobs
+from tools.ingest.jobs import DEFAULT_QUALITY, Job, Result, Stopped, job_settings, run_jobs
 from tools.ingest.jpeg_encoders import DEFAULT_ENCODER, DEFAULT_QSCALE, ENCODERS, MAX_QSCALE, MIN_QSCALE
 from tools.ingest.shards import (
     ShardError,
@@ -201,16 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = [f for f in found if mine(f.path)]
         failures = [f for f in failures if mine(f[0])]
         log.info("shard %d of %d: %d videos", shard_index, num_shards, len(found))
-    jobs = []
+    jobs, settings = [], job_settings(args, workers)
     for label, video_id, path in found:
         try:
             out_dir = safe_video_dir(args.root, label, video_id, where=str(path))
         except ValueError as e:
             failures.append((str(path), str(e)))
             continue
-        jobs.append(Job(str(path), label, video_id, str(out_dir), args.short_side, args.quality, args.fps,
-                        args.overwrite, threads=1 if workers > 1 else 0, page_size=args.page_size,
-                        jpeg_optimize=args.jpeg_optimize, encoder=args.jpeg_encoder, qscale=args.qscale))
+        jobs.append(Job(str(path), label, video_id, str(out_dir), **settings))
     if args.root.exists() and not args.root.is_dir():
         die(f"{args.root}: exists and is not a folder (the dataset root must be a folder)")
     try:

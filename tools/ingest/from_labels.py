@@ -48,7 +48,7 @@ from data.labels import (
     write_labels,
 )
 from tools.ingest.failures import write_failures
-from tools.ingest.jobs import Job, Result, convert_video, run_jobs
+from tools.ingest.jobs import Job, Result, convert_video, job_settings, run_jobs
 from tools.ingest.segments import SourceJob, SourceResult, convert_source
 from tools.ingest.video_folder import VIDEO_EXTENSIONS
 
@@ -207,9 +207,7 @@ def run(args: argparse.Namespace, workers: int) -> int:
     classes = read_classes(class_file) if class_file else None
     check_rows(labels, rows, classes, class_file)
     index = index_sources(source_root)
-    settings = dict(short_side=args.short_side, quality=args.quality, fps=args.fps, overwrite=args.overwrite,
-                    threads=1 if workers > 1 else 0, page_size=args.page_size, jpeg_optimize=args.jpeg_optimize)
-    jobs, failures = plan(rows, labels, index, root, settings)
+    jobs, failures = plan(rows, labels, index, root, job_settings(args, workers))
     for where, reason in failures[:10]:
         log.warning("%s: %s", where, reason)
     if len(failures) > 10:

@@ -65,6 +65,14 @@ class Job:
     qscale: int = DEFAULT_QSCALE
 
 
+def job_settings(args: Any, workers: int) -> dict[str, Any]:
+    """The conversion settings of `tools.convert`'s arguments as `Job` fields, the same for every way of listing
+    the videos (a folder, a label file); one thread per video when several run side by side."""
+    return dict(short_side=args.short_side, quality=args.quality, fps=args.fps, overwrite=args.overwrite,
+                threads=1 if workers > 1 else 0, page_size=args.page_size, jpeg_optimize=args.jpeg_optimize,
+                encoder=args.jpeg_encoder, qscale=args.qscale)
+
+
 @dataclass
 class Result:
     """What happened to one job: status is "converted", "skipped" (already complete) or "failed"."""
