@@ -39,7 +39,7 @@ def test_level_names_are_not_black(monkeypatch):
 
 
 def test_other_ranks_drop_what_every_rank_would_say_alike_and_keep_their_own_warnings(capfd):
-    from data.rank_logging import SAME_ON_EVERY_RANK
+    from data.rank_logging import SAME_ON_EVERY_RANK, RankSpecificOnly
 
     root = logging.getLogger()
     saved = list(root.handlers), root.level
@@ -52,7 +52,10 @@ def test_other_ranks_drop_what_every_rank_would_say_alike_and_keep_their_own_war
             err = capfd.readouterr().err
             assert ("7 of 9 videos are left out" in err) == main, err
             assert "this rank met a bad batch" in err
-    finally:
+    finally:  # the filter went on every handler root had, pytest's own capture among them
+        for handler in {*root.handlers, *saved[0]}:
+            for f in [f for f in handler.filters if isinstance(f, RankSpecificOnly)]:
+                handler.removeFilter(f)
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
 
