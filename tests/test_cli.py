@@ -247,3 +247,18 @@ def test_demo_quick(tmp_path, capsys):
     # The demo ends by predicting on two raw held-out videos, with a timeline PNG each.
     assert "predict on raw held-out videos" in out and out.count("timeline strip:") == 2
     assert len(list((run / "predict").glob("*.timeline.png"))) == 2
+
+
+def test_the_demo_trains_each_network_at_its_own_rate_unless_told(capsys):
+    from tools import demo
+
+    def lr(*argv: str) -> float:
+        return demo.config_for(demo.parse_args(list(argv))).lr_base
+
+    assert lr() == demo.FULL.lr_base == 1e-3  # MiCT-ResNet-18 at the preset's rate
+    assert lr("--network", "r3d_18") == 1e-4  # at full width 1e-3 leaves R3D-18 at chance
+    assert lr("--network", "r3d_18", "--lr", "3e-4") == 3e-4
+    assert lr("--network", "r3d_18", "--quick") == demo.QUICK.lr_base  # the tiny test model keeps its own
+    with pytest.raises(SystemExit) as e:
+        lr("--lr", "0")
+    assert e.value.code == 2 and "--lr must be > 0" in capsys.readouterr().err

@@ -33,7 +33,7 @@ import torch
 from data.atomic import atomic_write_text
 from tools.ingest.video_folder import scan_folder
 from train.console import die, setup_logging
-from train.presets import DEMO_MODEL_ARGS, PRESETS
+from train.presets import DEMO_LR_BASE, DEMO_MODEL_ARGS, PRESETS
 
 log = logging.getLogger(__name__)
 _TRAIN = PRESETS["demo"].defaults  # the demo's trainer settings live in the preset table
@@ -173,18 +173,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-dir", type=Path, default=Path("demo_runs"), help="training outputs (per network)")
     p.add_argument("--workers", type=int, default=2, help="processes for generation and conversion")
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
+    p.add_argument("--lr", type=float, default=None,
+                   help="override the learning rate (default: the preset's, or the network's own where it needs one)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--temporal-gates-from", type=int, default=None, metavar="EPOCH",
                    help="srtg_* networks: temporal gates on from this epoch (outputs in RUN_DIR/NETWORK_gatesEPOCH)")
     return p.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0; a failed step exits with its status)."""
-    args = parse_args(argv)
+def config_for(args: argparse.Namespace) -> DemoConfig:
+    """The demo's settings for the command line: the full or quick config, the network's own rate where it needs
+    one (`DEMO_LR_BASE`, full config only), then the user's --epochs and --lr."""
     cfg = QUICK if args.quick else FULL
     if args.epochs is not None:
         cfg = replace(cfg, end_epoch=args.epochs, lr_steps=tuple(s for s in cfg.lr_steps if s < args.epochs))
+    if args.lr is not None:
+        if args.lr <= 0:
+            die(f"--lr must be > 0, got {args.lr}")
+        return replace(cfg, lr_base=args.lr)
+    return cfg if args.quick else replace(cfg, lr_base=DEMO_LR_BASE.get(args.network, cfg.lr_base))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status (0; a failed step exits with its status)."""
+    args = parse_args(argv)
+    cfg = config_for(args)
     data_dir = args.data_dir / "quick" if args.quick else args.data_dir
     run_dir = args.run_dir / (f"quick_{args.network}" if args.quick else args.network)
     if args.temporal_gates_from is not None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_MODEL_ARGS", "DatasetPreset", "PRESETS", "PresetOption", "run_preset", "split_option",
+__all__ = ["DEMO_LR_BASE", "DEMO_MODEL_ARGS", "DatasetPreset", "PRESETS", "PresetOption", "run_preset", "split_option",
            "variant_option"]
 
 
@@ -75,6 +75,12 @@ DEMO_MODEL_ARGS: Mapping[str, tuple[tuple[str, Any], ...]] = {
     "mict_resnet34": (("version", "v2"), ("first_kernel_depth", 3)),
     "mtnet_xs": (("width_mult", 0.5),),
 }
+
+# The demo's learning rate where the preset's (AdamW 1e-3) does not suit a network at full width. Adam's step is
+# about lr per weight whatever the gradient, while BatchNorm makes a layer's output invariant to its weights' scale,
+# so the step that counts is relative to Kaiming-initialised weights of std sqrt(2 / fan_in): it grows as
+# sqrt(fan_in), 3x more for a 3x3x3 convolution than for a 3x3 one. R3D-18 stays at chance at 1e-3 (docs/BENCHMARKS.md).
+DEMO_LR_BASE: Mapping[str, float] = {"r3d_18": 1e-4}
 
 _UCF_HMDB = {
     "network": "mict_resnet18", "clip_length": 16, "clip_size": 112, "train_frame_interval": [2],
