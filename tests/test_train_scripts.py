@@ -86,3 +86,16 @@ def test_script_trains_one_epoch_with_its_preset(runs, name):
         assert recorded[key] == value, (name, key)
     # --model-arg adds to the preset's model arguments
     assert recorded["model_arg"] == _plain(PRESETS[name].defaults.get("model_arg", [])) + [["version", "v2"]]
+
+
+def test_the_demo_script_with_another_network_takes_that_networks_defaults(tiny_store, tmp_path):
+    """`python train_demo.py --network r3d_18` (its docstring's example): the demo's MiCT model arguments are not
+    passed to R3D, which trains at its own rate in its own folder (demo_runs/r3d_18)."""
+    argv = ["--dataset", str(tiny_store), "--labels", "all", "--network", "r3d_18", "--width-mult", "0.125",
+            "--clip-length", "4",
+            "--clip-size", "32", "--batch-size", "4", "--workers", "0", "--end-epoch", "1", "--lr-steps"]
+    proc = subprocess.run([sys.executable, str(ROOT / "train_demo.py"), *argv], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recorded = torch.load(tmp_path / "demo_runs" / "r3d_18" / "r3d_18_ep-0001.pth", weights_only=True)["args"]
+    assert recorded["lr_base"] == 1e-4 and recorded["model_arg"] == [] and recorded["network"] == "r3d_18"

@@ -48,6 +48,8 @@ class DatasetPreset:
     summary: str
     defaults: Mapping[str, Any]
     option: PresetOption | None = None
+    #: defaults that follow the ``--network`` the user picks (model arguments, learning rate, model folder)
+    per_network: Callable[[str], dict[str, Any]] | None = None
 
 
 def split_option(dataset: str, splits: Sequence[int] = (1, 2, 3)) -> PresetOption:
@@ -81,6 +83,7 @@ DEMO_MODEL_ARGS: Mapping[str, tuple[tuple[str, Any], ...]] = {
 # so the step that counts is relative to Kaiming-initialised weights of std sqrt(2 / fan_in): it grows as
 # sqrt(fan_in), 3x more for a 3x3x3 convolution than for a 3x3 one. R3D-18 stays at chance at 1e-3 (docs/BENCHMARKS.md).
 DEMO_LR_BASE: Mapping[str, float] = {"r3d_18": 1e-4}
+_DEMO_LR = 1e-3
 
 _UCF_HMDB = {
     "network": "mict_resnet18", "clip_length": 16, "clip_size": 112, "train_frame_interval": [2],
@@ -125,11 +128,17 @@ PRESETS: dict[str, DatasetPreset] = {p.name: p for p in (
                    # 8 frames at interval 4 span the whole 32-frame demo video
                    "train_frame_interval": [4], "val_frame_interval": 4,
                    "flip": False,  # a mirrored "move left" clip is "move right": flips would corrupt the labels
-                   "batch_size": 16, "optimizer": "adamw", "lr_base": 0.001, "lr_steps": [10], "end_epoch": 14,
+                   "batch_size": 16, "optimizer": "adamw", "lr_base": _DEMO_LR, "lr_steps": [10], "end_epoch": 14,
                    "warmup_epochs": 0.0, "workers": 1, "clip_grad_norm": None, "val_clips_per_video": 1,
                    "log_interval": 5, "keep_last": 2, "random_seed": 0, "width_mult": None,
-                   "model_arg": list(DEMO_MODEL_ARGS["mict_resnet18"])}),
+                   "model_arg": list(DEMO_MODEL_ARGS["mict_resnet18"])},
+                  per_network=lambda network: _demo_network_defaults(network)),
 )}
+
+
+def _demo_network_defaults(network: str) -> dict[str, Any]:
+    return {"model_arg": list(DEMO_MODEL_ARGS.get(network, ())),
+            "lr_base": DEMO_LR_BASE.get(network, _DEMO_LR), "model_dir": Path("demo_runs") / network}
 
 
 def run_preset(name: str, argv: Sequence[str] | None = None) -> int:
@@ -141,6 +150,10 @@ def run_preset(name: str, argv: Sequence[str] | None = None) -> int:
         raise ValueError(f"unknown preset {name!r}; known: {', '.join(sorted(PRESETS))}")
     preset = PRESETS[name]
     defaults = dict(preset.defaults)
+    if preset.per_network is not None:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--network", default=defaults.get("network"))
+        defaults.update(preset.per_network(pre.parse_known_args(argv)[0].network))
     if preset.option is None:
         return cli.main(argv, defaults=defaults)
     pre = argparse.ArgumentParser(add_help=False)
