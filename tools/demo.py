@@ -33,7 +33,7 @@ import torch
 from data.atomic import atomic_write_text
 from tools.ingest.video_folder import scan_folder
 from train.console import die, setup_logging
-from train.presets import DEMO_LR_BASE, DEMO_MODEL_ARGS, PRESETS
+from train.presets import DEMO_MODEL_ARGS, PRESETS, demo_network_defaults
 
 log = logging.getLogger(__name__)
 _TRAIN = PRESETS["demo"].defaults  # the demo's trainer settings live in the preset table
@@ -95,7 +95,7 @@ def train_defaults(cfg: DemoConfig = FULL, network: str = "mict_resnet18", store
         "batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "lr_base": cfg.lr_base, "lr_steps": list(cfg.lr_steps),
         "end_epoch": cfg.end_epoch, "warmup_epochs": cfg.warmup_epochs, "workers": cfg.workers,
         "clip_grad_norm": cfg.clip_grad_norm, "val_clips_per_video": cfg.val_clips_per_video,
-        "random_seed": cfg.seed, "width_mult": cfg.width_mult, "model_arg": list(DEMO_MODEL_ARGS.get(network, ())),
+        "random_seed": cfg.seed, "width_mult": cfg.width_mult, "model_arg": demo_network_defaults(network)["model_arg"],
         "temporal_gates_from": temporal_gates_from,
     }
 
@@ -183,7 +183,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def config_for(args: argparse.Namespace) -> DemoConfig:
     """The demo's settings for the command line: the full or quick config, the network's own rate where it needs
-    one (`DEMO_LR_BASE`, full config only), then the user's --epochs and --lr."""
+    one (`train.presets.demo_network_defaults`, full config only), then the user's --epochs and --lr."""
     cfg = QUICK if args.quick else FULL
     if args.epochs is not None:
         cfg = replace(cfg, end_epoch=args.epochs, lr_steps=tuple(s for s in cfg.lr_steps if s < args.epochs))
@@ -191,7 +191,7 @@ def config_for(args: argparse.Namespace) -> DemoConfig:
         if args.lr <= 0:
             die(f"--lr must be > 0, got {args.lr}")
         return replace(cfg, lr_base=args.lr)
-    return cfg if args.quick else replace(cfg, lr_base=DEMO_LR_BASE.get(args.network, cfg.lr_base))
+    return cfg if args.quick else replace(cfg, lr_base=demo_network_defaults(args.network)["lr_base"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEMO_LR_BASE", "DEMO_MODEL_ARGS", "DatasetPreset", "PRESETS", "PresetOption", "run_preset", "split_option",
-           "variant_option"]
+__all__ = ["DEMO_LR_BASE", "DEMO_MODEL_ARGS", "DatasetPreset", "PRESETS", "PresetOption", "demo_network_defaults",
+           "run_preset", "split_option", "variant_option"]
 
 
 @dataclass(frozen=True)
@@ -132,11 +132,12 @@ PRESETS: dict[str, DatasetPreset] = {p.name: p for p in (
                    "warmup_epochs": 0.0, "workers": 1, "clip_grad_norm": None, "val_clips_per_video": 1,
                    "log_interval": 5, "keep_last": 2, "random_seed": 0, "width_mult": None,
                    "model_arg": list(DEMO_MODEL_ARGS["mict_resnet18"])},
-                  per_network=lambda network: _demo_network_defaults(network)),
+                  per_network=lambda network: demo_network_defaults(network)),
 )}
 
 
-def _demo_network_defaults(network: str) -> dict[str, Any]:
+def demo_network_defaults(network: str) -> dict[str, Any]:
+    """The demo's defaults that follow the network: its model arguments, learning rate and model folder."""
     return {"model_arg": list(DEMO_MODEL_ARGS.get(network, ())),
             "lr_base": DEMO_LR_BASE.get(network, _DEMO_LR), "model_dir": Path("demo_runs") / network}
 
